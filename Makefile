@@ -1,0 +1,60 @@
+# Two commands on a fresh Linux machine:  make demo  |  make test
+# Everything else here is what those two need (and a few conveniences).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-cpu
+CORES  ?= 2
+DEMO_CONFIG := config/demo.yaml
+
+.PHONY: demo test setup setup-gpu lock envs check-config clean-demo dag bench
+
+setup: $(STAMP)
+
+# CPU environment: exact pins from requirements/lock-cpu.txt, then the package itself, then the
+# torchaudio/torchvision compatibility step (see ssmttm/compat.py for why).
+$(STAMP): requirements/lock-cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements/lock-cpu.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ssmttm.compat --fix-install
+	touch $@
+
+# GPU environment (users with CUDA): consistent CUDA torch set + mamba-ssm kernels.
+setup-gpu:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=24" wheel packaging ninja
+	$(PY) -m pip install -r requirements/lock-gpu.txt
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --no-build-isolation -r requirements/gpu-kernels.txt
+	$(PY) -m ssmttm.compat --fix-install --check
+
+# The whole pipeline on the offline demo corpus (same DAG and code as config.yaml).
+demo: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG) --rerun-incomplete all
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+check-config: $(STAMP)
+	$(PY) -m ssmttm check-config config.yaml
+	$(PY) -m ssmttm check-config config.yaml $(DEMO_CONFIG)
+
+envs: $(STAMP)
+	$(PY) -m ssmttm envs --lock requirements/lock-gpu.txt --out-dir envs
+
+lock: $(STAMP)
+	@echo "regenerate requirements/lock-cpu.txt from the current environment"
+	$(PY) -m pip freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements/.lock-body.txt
+	@echo "review requirements/.lock-body.txt, then replace the pins in requirements/lock-cpu.txt"
+
+dag: $(STAMP)
+	$(VENV)/bin/snakemake --cores 1 --configfile $(DEMO_CONFIG) -n all
+
+bench: $(STAMP)
+	$(PY) bench/dag_scale.py
+
+clean-demo:
+	rm -rf results .snakemake

@@ -1,0 +1,25 @@
+# The offline demo mirror: a synthetic corpus in MTG-Jamendo's exact layout plus tiny weights of the
+# real model classes. Only a config whose sources point here (config/demo.yaml) pulls it into the DAG.
+DEMO = config["demo_mirror"]
+
+
+rule demo_mirror:
+    output:
+        index=f"{DEMO['out_dir']}/MIRROR.json",
+    log:
+        f"{LOGS}/demo_mirror.log",
+    benchmark:
+        f"{BENCH}/demo_mirror.tsv"
+    params:
+        out_dir=DEMO["out_dir"],
+        n_tracks=DEMO["n_tracks"],
+        shards=DEMO["shards"],
+        missing=" ".join(DEMO["missing_shards"]),
+        seed=DEMO["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/vocals.yaml"
+    shell:
+        "python -m ssmttm demo-mirror --out-dir {params.out_dir:q} --n-tracks {params.n_tracks} --shards {params.shards} --missing-shards {params.missing} --seed {params.seed} 2> {log:q}"

@@ -1,0 +1,61 @@
+"""``python -m ssmttm <stage> ...``: the one entry point every Snakemake rule calls.
+
+The registry maps a stage name to ``module:function``; modules are imported only when their stage
+runs, so ``python -m ssmttm --help`` and the Snakefile never import torch or model libraries.
+Each stage function takes ``argv`` (a list of strings), parses its own flags and returns an exit
+code (or None for success).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES: dict[str, tuple[str, str, str]] = {
+    "check-config": ("ssmttm.cli", "check_config", "validate config files against the schema"),
+    "demo-mirror": ("ssmttm.demo.mirror", "main", "build the offline demo mirror (corpus + tiny weights)"),
+    "weights": ("ssmttm.weights", "main", "fetch one third-party checkpoint into the weights cache"),
+    "fetch-file": ("ssmttm.data.fetch", "main_file", "download one metadata file, sha256-verified"),
+    "fetch-shard": ("ssmttm.data.fetch", "main_shard", "download, verify and unpack one audio tar"),
+    "licenses": ("ssmttm.data.licenses", "main", "parse and audit audio_licenses.txt"),
+    "select": ("ssmttm.data.select", "main", "metadata filter: duration, Song Describer, licence gate"),
+    "segment": ("ssmttm.data.segment", "main", "decode, validate, resample and cut clips of one shard"),
+    "vocals": ("ssmttm.data.vocals", "main", "remove vocals (htdemucs) or keep them, one shard"),
+    "captions": ("ssmttm.data.captions", "main", "caption the clips of one shard"),
+    "manifest": ("ssmttm.data.manifest", "main", "join every shard into the clip manifest"),
+    "envs": ("ssmttm.envs", "main", "write envs/*.yaml from the lock files"),
+}
+
+
+def check_config(argv: list[str]) -> int:
+    import argparse
+
+    from ssmttm import config
+
+    p = argparse.ArgumentParser(prog="ssmttm check-config", description="Validate merged config files.")
+    p.add_argument("files", nargs="+", help="config files, later ones override earlier ones")
+    args = p.parse_args(argv)
+    try:
+        config.load(*args.files)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print("config ok: " + " + ".join(args.files))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m ssmttm <stage> [options]\n\nstages:")
+        for name, (_, _, text) in STAGES.items():
+            print(f"  {name:<14} {text}")
+        return 0 if argv else 2
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"unknown stage {stage!r}; known: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    module, func, _ = STAGES[stage]
+    fn = getattr(importlib.import_module(module), func)
+    rc = fn(rest)
+    return int(rc or 0)

@@ -1,0 +1,144 @@
+"""Configuration: schema validation with errors that name the key, defaults, and small helpers.
+
+The Snakefile calls :func:`validate` when it loads, so a wrong value fails before any job runs.
+This module imports no heavy library (Snakemake imports it at DAG-build time).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from ssmttm.constants import LICENCE_PRESETS
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "rules" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names every offending key."""
+
+
+def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _key(path: Iterable[Any]) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    ref = schema.get("$ref")
+    if ref and ref.startswith("#/$defs/"):
+        return root["$defs"][ref.split("/")[-1]]
+    return schema
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Insert schema defaults for absent keys, recursively (jsonschema only validates)."""
+    schema = _resolve(schema, root)
+    if not isinstance(instance, dict):
+        return
+    props = schema.get("properties", {})
+    for name, sub in props.items():
+        sub_r = _resolve(sub, root)
+        if name not in instance:
+            if "default" in sub:
+                instance[name] = copy.deepcopy(sub["default"])
+            elif "default" in sub_r:
+                instance[name] = copy.deepcopy(sub_r["default"])
+            elif sub_r.get("type") == "object" and not sub_r.get("required"):
+                instance[name] = {}
+        if name in instance:
+            _fill_defaults(instance[name], sub_r, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in instance.items():
+            if name not in props:
+                _fill_defaults(value, extra, root)
+
+
+def _semantic_errors(cfg: dict) -> list[str]:
+    errors = []
+    models = cfg.get("weights", {}).get("models", {})
+    if cfg["vocals"]["mode"] == "separate" and cfg["vocals"]["model"] not in models:
+        errors.append(
+            f"config key vocals.model: {cfg['vocals']['model']!r} is not a key of weights.models "
+            f"(known: {sorted(models)})"
+        )
+    if cfg["captions"]["captioner"] == "qwen2-audio":
+        q = cfg["captions"]["qwen2_audio"]
+        for key in ("model", "rephrase_model"):
+            if q.get(key) is not None and q[key] not in models:
+                errors.append(
+                    f"config key captions.qwen2_audio.{key}: {q[key]!r} is not a key of weights.models "
+                    f"(known: {sorted(models)})"
+                )
+    if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
+        errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
+    return errors
+
+
+def validate(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place (defaults filled) and return it; raise ConfigError naming keys."""
+    import jsonschema
+
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors:
+            if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+                allowed = sorted(e.schema.get("properties", {}))
+                for extra in sorted(set(e.instance) - set(allowed)):
+                    key = _key([*e.absolute_path, extra])
+                    lines.append(f"config key {key}: unknown key (allowed here: {', '.join(allowed)})")
+            else:
+                lines.append(f"config key {_key(e.absolute_path)}: {e.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _fill_defaults(config, schema, schema)
+    sem = _semantic_errors(config)
+    if sem:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(sem))
+    return config
+
+
+def deep_update(base: dict, override: dict) -> dict:
+    """Recursive dict update, as Snakemake merges --configfile over the Snakefile's configfile."""
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def load(*paths: str | os.PathLike) -> dict:
+    """Load and merge YAML config files (later override earlier), then validate."""
+    cfg: dict = {}
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            deep_update(cfg, yaml.safe_load(f) or {})
+    return validate(cfg)
+
+
+def shard_ids(config: dict) -> list[str]:
+    """Two-digit shard ids "00".."NN"; shard NN is MTG-Jamendo tar raw_30s_audio-NN.tar."""
+    return [f"{i:02d}" for i in range(int(config["shards"]))]
+
+
+def allowed_licences(config: dict) -> tuple[str, ...]:
+    lic = config["licenses"]
+    if lic["preset"] == "custom":
+        return tuple(lic["allow"])
+    return LICENCE_PRESETS[lic["preset"]]
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://", "hf://"))

@@ -1,0 +1,76 @@
+"""``python -m ssmttm demo-mirror``: build the whole offline demo mirror.
+
+The mirror stands in for the MTG CDN, the dataset repository and the model hubs: a synthetic
+corpus in MTG-Jamendo's exact layout (ssmttm.demo.corpus) plus tiny random-init weights of the
+real model classes, saved in the real formats, which the pipeline then fetches and loads through
+its real code paths. ``MIRROR.json`` (every file with its sha256) is written last, so its presence
+means the mirror is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ssmttm import io, logs
+
+# Tiny weights the demo config's weights manifest points at: name -> (relative path, builder).
+TINY_WEIGHTS = {
+    "htdemucs_tiny": ("weights/htdemucs_tiny.th", "ssmttm.data.vocals:build_tiny_htdemucs"),
+    "qwen2_audio_tiny": ("weights/qwen2_audio_tiny", "ssmttm.data.captions:build_tiny_qwen2_audio"),
+}
+
+
+def _call(target: str, *args, **kwargs):
+    import importlib
+
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(*args, **kwargs)
+
+
+def build(out_dir: Path, n_tracks: int, shards: int, missing_shards: tuple[str, ...], seed: int) -> dict:
+    log = logs.setup("ssmttm.demo")
+    out_dir = Path(out_dir)
+    index = out_dir / "MIRROR.json"
+    if index.exists():
+        index.unlink()  # an interrupted rebuild must not look complete
+    log.info("building demo corpus: %d tracks, %d shards (missing: %s)", n_tracks, shards, missing_shards)
+    summary = _call(
+        "ssmttm.demo.corpus:build",
+        out_dir,
+        n_tracks=n_tracks,
+        n_shards=shards,
+        missing_shards=tuple(missing_shards),
+        seed=seed,
+    )
+    for name, (rel, builder) in TINY_WEIGHTS.items():
+        log.info("building tiny weights %s -> %s", name, rel)
+        _call(builder, out_dir / rel, seed=seed)
+    files = {
+        p.relative_to(out_dir).as_posix(): io.sha256_file(p)
+        for p in sorted(out_dir.rglob("*"))
+        if p.is_file() and p.name != "MIRROR.json" and ".tmp" not in p.name
+    }
+    record = {
+        "seed": seed,
+        "n_tracks": n_tracks,
+        "shards": shards,
+        "missing_shards": list(missing_shards),
+        "corpus": {k: v for k, v in summary.items() if k != "files"} if isinstance(summary, dict) else {},
+        "files": files,
+    }
+    io.write_json(index, record)
+    log.info("demo mirror complete: %d files", len(files))
+    return record
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ssmttm demo-mirror", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--n-tracks", type=int, default=64)
+    p.add_argument("--shards", type=int, default=5)
+    p.add_argument("--missing-shards", nargs="*", default=["04"])
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    build(a.out_dir, a.n_tracks, a.shards, tuple(a.missing_shards), a.seed)
+    return 0

@@ -1,0 +1,369 @@
+"""Downloads against a loopback server with scripted faults; tar safety; one shard end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import io as pyio
+import json
+import os
+import tarfile
+
+import pytest
+
+from ssmttm.data import fetch
+
+try:
+    from httpfault import Fault, FaultServer, fault_server  # noqa: F401 (fixture)
+except ImportError:  # tests/ imported as a package
+    from tests.httpfault import Fault, FaultServer, fault_server  # noqa: F401
+
+FAST = dict(backoff=0.01, timeout=5, chunk=4096)
+DATA = bytes((i * 7 + i // 251) % 256 for i in range(200_000))
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --- download: faults ----------------------------------------------------------------------------
+
+
+def test_plain_download_writes_file_and_pin(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    assert fetch.download(url, dest, sha256=SHA, **FAST) == SHA
+    assert dest.read_bytes() == DATA
+    assert fetch.read_pin(dest) == SHA
+    assert leftovers(tmp_path) == ["f.bin", "f.bin.sha256"]
+
+
+@pytest.mark.parametrize("kind", ["reset", "truncate"])
+def test_interrupted_body_resumes_with_range(fault_server, tmp_path, kind):
+    url = fault_server.add("/f.bin", DATA, [Fault(kind, after=50_000)])
+    dest = tmp_path / "f.bin"
+    assert fetch.download(url, dest, sha256=SHA, retries=3, **FAST) == SHA
+    assert dest.read_bytes() == DATA
+    reqs = fault_server.requests("/f.bin")
+    assert len(reqs) == 2
+    assert reqs[0].range is None
+    # the second request resumed where the first one stopped, at a chunk boundary
+    assert reqs[1].range is not None and reqs[1].range.startswith("bytes=")
+    offset = int(reqs[1].range[len("bytes="):-1])
+    assert 0 < offset <= 50_000 and reqs[1].status == 206
+    assert fault_server.bytes_sent("/f.bin") < 2 * len(DATA)
+    assert not (tmp_path / "f.bin.part").exists()
+
+
+def test_server_errors_are_retried_and_counted(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA, [Fault("status", status=500), Fault("status", status=503)])
+    dest = tmp_path / "f.bin"
+    fetch.download(url, dest, sha256=SHA, retries=5, **FAST)
+    assert dest.read_bytes() == DATA
+    assert [r.status for r in fault_server.requests("/f.bin")] == [500, 503, 200]
+
+
+def test_server_errors_exhaust_retries_leave_no_file(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA, [Fault("status", status=500, always=True)])
+    dest = tmp_path / "f.bin"
+    with pytest.raises(fetch.FetchError) as e:
+        fetch.download(url, dest, sha256=SHA, retries=2, **FAST)
+    assert not isinstance(e.value, fetch.NotFound)
+    assert len(fault_server.requests("/f.bin")) == 3
+    assert not dest.exists()
+
+
+def test_404_raises_notfound_without_retries(fault_server, tmp_path):
+    url = fault_server.add("/gone.bin", None)
+    with pytest.raises(fetch.NotFound):
+        fetch.download(url, tmp_path / "gone.bin", sha256=SHA, retries=5, **FAST)
+    assert len(fault_server.requests("/gone.bin")) == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_wrong_bytes_fail_after_retries_and_leave_nothing(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA, [Fault("wrong", always=True)])
+    dest = tmp_path / "f.bin"
+    with pytest.raises(fetch.FetchError, match="sha256"):
+        fetch.download(url, dest, sha256=SHA, retries=2, **FAST)
+    reqs = fault_server.requests("/f.bin")
+    assert len(reqs) == 3
+    assert all(r.range is None for r in reqs)  # a bad hash restarts from byte 0, never resumes
+    assert leftovers(tmp_path) == []
+
+
+def test_wrong_bytes_once_then_correct(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA, [Fault("wrong")])
+    dest = tmp_path / "f.bin"
+    assert fetch.download(url, dest, sha256=SHA, retries=2, **FAST) == SHA
+    assert dest.read_bytes() == DATA
+
+
+def test_server_ignoring_range_restarts_from_zero(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA, [Fault("reset", after=30_000), Fault("ignore_range")])
+    dest = tmp_path / "f.bin"
+    fetch.download(url, dest, sha256=SHA, retries=2, **FAST)
+    assert dest.read_bytes() == DATA  # appending the full body to the .part would corrupt it
+    reqs = fault_server.requests("/f.bin")
+    assert reqs[1].range is not None and reqs[1].status == 200
+
+
+def test_stalled_body_times_out_and_resumes(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA, [Fault("stall", after=40_000, seconds=3)])
+    dest = tmp_path / "f.bin"
+    fetch.download(url, dest, sha256=SHA, retries=2, backoff=0.01, timeout=0.5, chunk=4096)
+    assert dest.read_bytes() == DATA
+    assert fault_server.requests("/f.bin")[1].range is not None
+
+
+def test_complete_part_answered_416_is_verified(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    (tmp_path / "f.bin.part").write_bytes(DATA)
+    fetch.download(url, dest, sha256=SHA, **FAST)
+    assert dest.read_bytes() == DATA
+    assert [r.status for r in fault_server.requests("/f.bin")] == [416]
+
+
+def test_mirror_used_when_primary_missing(fault_server, tmp_path):
+    primary = fault_server.add("/a/f.bin", None)
+    mirror = fault_server.add("/b/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    fetch.download(primary, dest, sha256=SHA, mirrors=[mirror], **FAST)
+    assert dest.read_bytes() == DATA
+    assert len(fault_server.requests("/a/f.bin")) == 1
+
+
+def test_verified_file_is_skipped_on_rerun(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    fetch.download(url, dest, sha256=SHA, **FAST)
+    fetch.download(url, dest, sha256=SHA, **FAST)
+    assert len(fault_server.requests("/f.bin")) == 1
+
+
+def test_corrupt_final_file_is_replaced(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(b"garbage")
+    fetch.download(url, dest, sha256=SHA, **FAST)
+    assert dest.read_bytes() == DATA
+
+
+def test_prefix_sha256_accepted_and_bad_value_rejected(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA)
+    assert fetch.download(url, tmp_path / "f.bin", sha256=SHA[:8].upper(), **FAST) == SHA
+    with pytest.raises(ValueError, match="sha256"):
+        fetch.download(url, tmp_path / "g.bin", sha256="abc", **FAST)
+    with pytest.raises(fetch.FetchError):
+        fetch.download(url, tmp_path / "h.bin", sha256="deadbeef", retries=0, **FAST)
+    assert not (tmp_path / "h.bin").exists()
+
+
+def test_pin_written_then_enforced(fault_server, tmp_path):
+    url = fault_server.add("/f.bin", DATA)
+    dest = tmp_path / "f.bin"
+    assert fetch.download(url, dest, sha256=None, **FAST) == SHA
+    assert fetch.read_pin(dest) == SHA
+    # the source changes under the same name: the pin refuses the new content
+    dest.unlink()
+    fault_server.files["/f.bin"] = DATA[::-1]
+    with pytest.raises(fetch.FetchError, match="sha256"):
+        fetch.download(url, dest, sha256=None, retries=1, **FAST)
+    assert not dest.exists()
+
+
+def test_local_source_copy_verify_and_missing(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(DATA)
+    out = tmp_path / "out"
+    assert fetch.download(str(src), out / "f.bin", sha256=SHA, **FAST) == SHA
+    assert (out / "f.bin").read_bytes() == DATA
+    with pytest.raises(fetch.NotFound):
+        fetch.download(str(tmp_path / "nope.bin"), out / "g.bin", **FAST)
+    with pytest.raises(fetch.FetchError):
+        fetch.download(str(src), out / "h.bin", sha256="0" * 64, **FAST)
+    assert leftovers(out) == ["f.bin", "f.bin.sha256"]
+
+
+def test_fetch_file_cli(fault_server, tmp_path):
+    url = fault_server.add("/m.tsv", DATA)
+    out = tmp_path / "meta" / "m.tsv"
+    assert fetch.main_file(["--url", url, "--sha256", "", "--out", str(out), "--retries", "1", "--timeout", "5"]) == 0
+    assert fetch.read_pin(out) == SHA
+    missing = fault_server.add("/none.tsv", None)
+    assert fetch.main_file(["--url", missing, "--out", str(tmp_path / "x"), "--retries", "1", "--timeout", "5"]) == 1
+
+
+# --- safe_extract ---------------------------------------------------------------------------------
+
+
+def _tar(path, members):
+    """members: (name, bytes | None, type) with type in "file", "symlink", "hardlink"."""
+    with tarfile.open(path, "w") as tf:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data)
+                tf.addfile(info, pyio.BytesIO(data))
+            else:
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = data
+                tf.addfile(info)
+    return path
+
+
+def test_safe_extract_rejects_malicious_members(tmp_path):
+    tar = _tar(tmp_path / "evil.tar", [
+        ("07/7.mp3", b"good", "file"),
+        ("../evil", b"x", "file"),
+        ("07/../../evil2", b"x", "file"),
+        ("/tmp/abs_evil_ssmttm", b"x", "file"),
+        ("07/link", "/etc/passwd", "symlink"),
+        ("07/hard", "07/7.mp3", "hardlink"),
+        ("08/107.mp3", b"other shard", "file"),
+    ])
+    out = tmp_path / "out"
+    names = fetch.safe_extract(tar, out, allowed_prefix="07")
+    assert names == ["07/7.mp3"]
+    assert (out / "07" / "7.mp3").read_bytes() == b"good"
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.is_dir())
+    assert files == ["evil.tar", "out/07/7.mp3"]
+    assert not os.path.exists("/tmp/abs_evil_ssmttm")
+    _, rejected = fetch.extract_members(tar, tmp_path / "out2", allowed_prefix="07")
+    assert set(rejected) == {"../evil", "07/../../evil2", "/tmp/abs_evil_ssmttm", "07/link", "07/hard", "08/107.mp3"}
+    assert "symlink" in rejected["07/link"]
+
+
+def test_safe_extract_does_not_follow_symlinked_folder(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "07").symlink_to(outside)
+    tar = _tar(tmp_path / "t.tar", [("07/7.mp3", b"x", "file")])
+    assert fetch.safe_extract(tar, out) == []
+    assert list(outside.iterdir()) == []
+
+
+# --- fetch_shard ----------------------------------------------------------------------------------
+
+GOOD = {"07/7.mp3": b"track seven" * 50, "07/107.mp3": b"track 107" * 80}
+BAD = ("07/207.mp3", b"corrupted bytes")
+MISSING = "07/307.mp3"
+
+
+def _corpus(root, listed_tar=True):
+    """A one-shard mirror: raw_30s/audio/raw_30s_audio-07.tar + the two checksum lists."""
+    tar_dir = root / "raw_30s" / "audio"
+    tar_dir.mkdir(parents=True)
+    tar = _tar(tar_dir / "raw_30s_audio-07.tar",
+               [(k, v, "file") for k, v in GOOD.items()] + [(BAD[0], BAD[1], "file")])
+    lines = [f"{sha(v)} {k}" for k, v in GOOD.items()]
+    lines += [f"{sha(b'the real 207')} {BAD[0]}", f"{sha(b'307')} {MISSING}", f"{sha(b'other')} 08/8.mp3"]
+    (root / "tracks.txt").write_text("\n".join(lines) + "\n")
+    tar_line = f"{sha(tar.read_bytes())} raw_30s_audio-07.tar\n" if listed_tar else ""
+    (root / "tars.txt").write_text(tar_line + f"{'0' * 64} raw_30s_audio-08.tar\n")
+    return tar
+
+
+def _check_receipt(rec, out):
+    assert rec["status"] == "ok" and rec["shard"] == "07" and rec["tar"] == "raw_30s_audio-07.tar"
+    assert rec["tracks"]["07/7.mp3"] == "ok" and rec["tracks"]["07/107.mp3"] == "ok"
+    assert "sha256 mismatch" in rec["tracks"][BAD[0]]
+    assert rec["tracks"][MISSING] == "missing from tar"
+    assert "08/8.mp3" not in rec["tracks"]
+    assert (rec["n_ok"], rec["n_bad"]) == (2, 2)
+    assert sorted(p.name for p in (out / "07").iterdir()) == ["107.mp3", "7.mp3"]
+    assert (out / "07" / "7.mp3").read_bytes() == GOOD["07/7.mp3"]
+    assert not (out / "raw_30s_audio-07.tar").exists()
+
+
+def _shard_args(root, base, out):
+    return ["--shard", "07", "--base-url", base, "--dataset", "raw_30s", "--audio-type", "audio",
+            "--tar-sha256", str(root / "tars.txt"), "--track-sha256", str(root / "tracks.txt"),
+            "--out-dir", str(out), "--receipt", str(out / "07.json"), "--retries", "2", "--timeout", "5",
+            "--backoff", "0.01"]
+
+
+def test_fetch_shard_http_end_to_end_and_rerun(fault_server, tmp_path):
+    tar = _corpus(tmp_path / "src")
+    path = "/mtg/raw_30s/audio/raw_30s_audio-07.tar"
+    fault_server.add(path, tar.read_bytes(), [Fault("reset", after=1000)])
+    out = tmp_path / "audio"
+    assert fetch.main_shard(_shard_args(tmp_path / "src", fault_server.url("/mtg"), out)) == 0
+    rec = json.loads((out / "07.json").read_text())
+    _check_receipt(rec, out)
+    assert rec["url"] == fault_server.url(path) and rec["tar_sha256"] == sha(tar.read_bytes())
+    n = len(fault_server.requests(path))
+    assert n == 2
+    # rerun: tracks already verified are kept; the tar is fetched again only for the missing ones
+    mtime = (out / "07" / "7.mp3").stat().st_mtime_ns
+    assert fetch.main_shard(_shard_args(tmp_path / "src", fault_server.url("/mtg"), out)) == 0
+    assert (out / "07" / "7.mp3").stat().st_mtime_ns == mtime
+    _check_receipt(json.loads((out / "07.json").read_text()), out)
+
+
+def test_fetch_shard_skips_tar_when_all_tracks_verified(tmp_path):
+    src = tmp_path / "src"
+    _corpus(src)
+    lines = [f"{sha(v)} {k}" for k, v in GOOD.items()]
+    (src / "tracks.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "audio"
+    args = dict(shard="07", base_url=str(src), dataset="raw_30s", audio_type="audio",
+                tar_sums_path=src / "tars.txt", track_sums_path=src / "tracks.txt", out_dir=out,
+                receipt_path=out / "07.json", backoff=0.01)
+    assert fetch.fetch_shard(**args)["n_ok"] == 2
+    (src / "raw_30s" / "audio" / "raw_30s_audio-07.tar").unlink()  # a refetch would now fail
+    rec = fetch.fetch_shard(**args)
+    assert rec["status"] == "ok" and rec["n_ok"] == 2 and "not fetched" in rec["reason"]
+
+
+def test_fetch_shard_local_mirror_keep_tars(tmp_path):
+    _corpus(tmp_path / "src")
+    out = tmp_path / "audio"
+    assert fetch.main_shard(_shard_args(tmp_path / "src", str(tmp_path / "src"), out)[:-6] + ["--keep-tars"]) == 0
+    rec = json.loads((out / "07.json").read_text())
+    assert rec["n_ok"] == 2 and rec["tracks"][MISSING] == "missing from tar"
+    assert (out / "raw_30s_audio-07.tar").exists()
+
+
+def test_fetch_shard_missing_tar_is_recorded_not_fatal(fault_server, tmp_path):
+    _corpus(tmp_path / "src")
+    out = tmp_path / "audio"
+    args = _shard_args(tmp_path / "src", fault_server.url("/empty"), out)
+    args[1] = "08"
+    args[args.index("--receipt") + 1] = str(out / "08.json")
+    assert fetch.main_shard(args) == 0
+    rec = json.loads((out / "08.json").read_text())
+    assert rec["status"] == "missing" and "not found" in rec["reason"]
+    assert rec["tracks"] == {"08/8.mp3": "tar missing"} and rec["n_ok"] == 0
+    assert (out / "08").is_dir() and list((out / "08").iterdir()) == []
+    assert len(fault_server.requests("/empty/raw_30s/audio/raw_30s_audio-08.tar")) == 1
+    # local mirror without the tar: same outcome
+    args[args.index("--base-url") + 1] = str(tmp_path / "src")
+    assert fetch.main_shard(args) == 0
+    assert json.loads((out / "08.json").read_text())["status"] == "missing"
+
+
+def test_fetch_shard_unlisted_tar(tmp_path):
+    _corpus(tmp_path / "src", listed_tar=False)
+    out = tmp_path / "audio"
+    args = dict(shard="07", base_url=str(tmp_path / "src"), dataset="raw_30s", audio_type="audio",
+                tar_sums_path=tmp_path / "src" / "tars.txt", track_sums_path=tmp_path / "src" / "tracks.txt",
+                out_dir=out, receipt_path=out / "07.json", backoff=0.01)
+    with pytest.raises(fetch.FetchError, match="not listed"):
+        fetch.fetch_shard(**args)
+    assert list((out / "07").iterdir()) == []
+
+
+def test_fetch_shard_server_down_fails_job(fault_server, tmp_path):
+    tar = _corpus(tmp_path / "src")
+    fault_server.add("/mtg/raw_30s/audio/raw_30s_audio-07.tar", tar.read_bytes(), [Fault("status", status=503, always=True)])
+    out = tmp_path / "audio"
+    assert fetch.main_shard(_shard_args(tmp_path / "src", fault_server.url("/mtg"), out)) == 1
+    assert not (out / "07.json").exists()

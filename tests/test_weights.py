@@ -1,0 +1,197 @@
+"""The weights manifest: local file/folder sources, pinning, receipts, resolve and offline mode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import pytest
+
+from ssmttm import io, weights
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _folder(root, files):
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def test_local_file_receipt_and_resolve(cwd):
+    src = cwd / "src" / "htdemucs_tiny.th"
+    src.parent.mkdir()
+    src.write_bytes(b"tiny weights" * 100)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    rec = weights.fetch("htdemucs", str(src), "results/weights", sha256=digest[:10], licence="MIT",
+                        receipt_path="results/weights/htdemucs.json")
+    assert rec == {
+        "name": "htdemucs", "source": str(src), "revision": None, "sha256": digest,
+        "path": "results/weights/htdemucs/htdemucs_tiny.th", "licence": "MIT", "kind": "file", "bytes": 1200,
+    }
+    assert json.loads((cwd / "results/weights/htdemucs.json").read_text()) == rec
+    assert sorted(os.listdir(cwd / "results/weights/htdemucs")) == ["htdemucs_tiny.th"]
+    p = weights.resolve("results/weights", "htdemucs")
+    assert p.read_bytes() == src.read_bytes()
+    assert weights.resolve("results/weights/htdemucs.json", "htdemucs") == p
+
+
+def test_local_folder_pinned_then_enforced(cwd):
+    src = _folder(cwd / "src" / "qwen_tiny", {"config.json": b"{}", "sub/model.safetensors": b"\x00" * 64})
+    rec = weights.fetch("qwen2_audio", str(src), "w", licence="Apache-2.0")
+    assert rec["kind"] == "folder" and rec["path"] == "w/qwen2_audio"
+    assert rec["sha256"] == io.sha256_tree(src)
+    assert (cwd / "w/qwen2_audio/sub/model.safetensors").read_bytes() == b"\x00" * 64
+    assert weights.resolve("w", "qwen2_audio").resolve() == (cwd / "w/qwen2_audio").resolve()
+    # the source changes; the verified copy is kept (no refetch needed) ...
+    (src / "config.json").write_bytes(b'{"changed": 1}')
+    assert weights.fetch("qwen2_audio", str(src), "w", licence="Apache-2.0")["sha256"] == rec["sha256"]
+    assert (cwd / "w/qwen2_audio/config.json").read_bytes() == b"{}"
+    # ... and once it is gone, a refetch with sha256 None enforces the pin in the receipt
+    import shutil
+
+    shutil.rmtree(cwd / "w/qwen2_audio")
+    with pytest.raises(weights.WeightError, match="'qwen2_audio'"):
+        weights.fetch("qwen2_audio", str(src), "w", licence="Apache-2.0")
+    assert not (cwd / "w/qwen2_audio").exists()
+    assert not any(p.name.startswith(".") for p in (cwd / "w").iterdir())
+
+
+def test_file_pin_enforced_on_refetch(cwd):
+    src = cwd / "m.bin"
+    src.write_bytes(b"version one")
+    first = weights.fetch("clap", str(src), "w")
+    assert first["sha256"] == hashlib.sha256(b"version one").hexdigest()
+    again = weights.fetch("clap", str(src), "w")  # unchanged: verified, same receipt
+    assert again == first
+    src.write_bytes(b"version two")
+    (cwd / "w/clap/m.bin").unlink()
+    with pytest.raises(weights.WeightError, match="'clap'"):
+        weights.fetch("clap", str(src), "w")
+    assert not (cwd / "w/clap/m.bin").exists()
+
+
+def test_explicit_mismatch_names_the_weight(cwd):
+    src = cwd / "m.bin"
+    src.write_bytes(b"data")
+    with pytest.raises(weights.WeightError, match="'dac_44khz'"):
+        weights.fetch("dac_44khz", str(src), "w", sha256="0" * 64)
+    assert not (cwd / "w/dac_44khz.json").exists()
+    assert not (cwd / "w/dac_44khz/m.bin").exists()
+    folder = _folder(cwd / "f", {"a": b"1"})
+    with pytest.raises(weights.WeightError, match="'flan_t5'"):
+        weights.fetch("flan_t5", str(folder), "w", sha256="deadbeef")
+    assert not (cwd / "w/flan_t5").exists()
+
+
+def test_missing_source_names_the_weight(cwd):
+    with pytest.raises(weights.WeightError, match="'vggish'.*not found"):
+        weights.fetch("vggish", str(cwd / "nope.pth"), "w")
+
+
+def test_missing_weight_error_says_where_and_how(cwd):
+    with pytest.raises(weights.MissingWeightError) as e:
+        weights.resolve("results/weights", "htdemucs")
+    msg = str(e.value)
+    assert "'htdemucs'" in msg
+    assert "results/weights/htdemucs/" in msg
+    assert "snakemake --cores 1 results/weights/htdemucs.json" in msg
+    assert "python -m ssmttm weights --name htdemucs" in msg
+    # receipt present but the files are gone
+    src = cwd / "m.bin"
+    src.write_bytes(b"data")
+    weights.fetch("htdemucs", str(src), "results/weights")
+    (cwd / "results/weights/htdemucs/m.bin").unlink()
+    with pytest.raises(weights.MissingWeightError, match="gone"):
+        weights.resolve("results/weights", "htdemucs")
+
+
+def test_resolve_detects_truncated_file(cwd):
+    src = cwd / "m.bin"
+    src.write_bytes(b"0123456789")
+    weights.fetch("m", str(src), "w")
+    (cwd / "w/m/m.bin").write_bytes(b"01234")
+    with pytest.raises(weights.MissingWeightError, match="bytes"):
+        weights.resolve("w", "m")
+
+
+def test_cli(cwd):
+    src = cwd / "m.bin"
+    src.write_bytes(b"cli")
+    rc = weights.main(["--name", "m", "--source", str(src), "--revision", "", "--sha256", "",
+                       "--licence", "CC-BY-4.0", "--dir", "w", "--receipt", "w/m.json"])
+    assert rc == 0
+    assert json.loads((cwd / "w/m.json").read_text())["licence"] == "CC-BY-4.0"
+    assert weights.main(["--name", "m", "--source", str(src), "--sha256", "1" * 64, "--dir", "w"]) == 1
+    with pytest.raises(SystemExit):
+        weights.main(["--name", "m", "--source", str(src), "--sha256", "xyz", "--dir", "w"])
+    with pytest.raises(SystemExit):
+        weights.main(["--name", "m", "--source", "hf://only-owner", "--dir", "w"])
+
+
+def test_parse_hf():
+    assert weights.parse_hf("hf://google/flan-t5-base") == ("google/flan-t5-base", None)
+    assert weights.parse_hf("hf://lukewys/laion_clap/music_audioset_epoch_15_esc_90.14.pt") == (
+        "lukewys/laion_clap", "music_audioset_epoch_15_esc_90.14.pt")
+    assert weights.parse_hf("hf://o/r/sub/dir/f.bin") == ("o/r", "sub/dir/f.bin")
+    with pytest.raises(ValueError):
+        weights.parse_hf("hf://google")
+
+
+def test_hf_arguments_and_staging(cwd, monkeypatch):
+    """No network: stand-ins record the huggingface_hub calls and write what the hub would."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot(repo_id, *, revision=None, local_dir=None, **kw):
+        calls.append(("snapshot", repo_id, revision, str(local_dir)))
+        _folder(local_dir, {"config.json": b"{}", ".cache/huggingface/x.metadata": os.urandom(8)})
+        return str(local_dir)
+
+    def fake_file(repo_id, filename, *, revision=None, local_dir=None, **kw):
+        calls.append(("file", repo_id, filename, revision, str(local_dir)))
+        _folder(local_dir, {filename: b"ckpt", ".cache/huggingface/y.metadata": os.urandom(8)})
+        return os.path.join(local_dir, filename)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_file)
+    rec = weights.fetch("flan_t5", "hf://google/flan-t5-base", "w", revision="7bcac57", licence="Apache-2.0")
+    assert calls[0][:3] == ("snapshot", "google/flan-t5-base", "7bcac57")
+    assert rec["kind"] == "folder" and rec["path"] == "w/flan_t5"
+    assert sorted(os.listdir(cwd / "w/flan_t5")) == ["config.json"]  # hub bookkeeping not kept
+    rec2 = weights.fetch("flan_t5", "hf://google/flan-t5-base", "w", revision="7bcac57")
+    assert len(calls) == 1 and rec2["sha256"] == rec["sha256"]  # verified copy: no hub call
+    rec3 = weights.fetch("clap", "hf://lukewys/laion_clap/sub/music.pt", "w", revision=None)
+    assert calls[1][:4] == ("file", "lukewys/laion_clap", "sub/music.pt", None)
+    assert rec3["kind"] == "file" and rec3["path"] == "w/clap/sub/music.pt"
+    assert rec3["sha256"] == hashlib.sha256(b"ckpt").hexdigest()
+
+
+def test_offline_env_sets_and_restores(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    import huggingface_hub.constants as hc
+
+    before = hc.HF_HUB_OFFLINE
+    with weights.offline_env():
+        assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+        assert hc.HF_HUB_OFFLINE is True
+    assert "HF_HUB_OFFLINE" not in os.environ and os.environ["TRANSFORMERS_OFFLINE"] == "0"
+    assert hc.HF_HUB_OFFLINE == before
+
+
+def test_import_is_cheap():
+    code = "import sys, ssmttm.weights, ssmttm.data.fetch; print(sorted(m for m in ('requests','torch','huggingface_hub','transformers') if m in sys.modules))"
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
