@@ -19,7 +19,7 @@ $(STAMP): requirements/lock-cpu.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -r requirements/lock-cpu.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(PY) -m ssmttm.compat --fix-install
+	$(PY) -m ssmttm.compat --fix-install --check
 	touch $@
 
 # GPU environment (users with CUDA): consistent CUDA torch set + mamba-ssm kernels.

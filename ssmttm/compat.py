@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         print("torchvision:", prepare_torchvision())
-        for mod in ("torchaudio", "torchvision", "dac", "demucs.htdemucs", "transformers", "laion_clap",
+        for mod in ("pyarrow", "torchaudio", "torchvision", "dac", "demucs.htdemucs", "transformers", "laion_clap",
                     "frechet_audio_distance"):
             __import__(mod)
             print(f"import {mod}: ok")

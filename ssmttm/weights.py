@@ -227,18 +227,20 @@ def resolve(receipt_path_or_dir: str | os.PathLike, name: str) -> Path:
     arg = Path(receipt_path_or_dir)
     receipt = receipt_for(arg, name) if arg.is_dir() or arg.suffix != ".json" else arg
     weights_dir = receipt.parent
+
+    def missing(why: str) -> MissingWeightError:
+        return MissingWeightError(f"{_how_to_fetch(name, weights_dir)}\n({why})")
+
     if not receipt.is_file():
-        raise MissingWeightError(_how_to_fetch(name, weights_dir) + f"\n(no receipt at {receipt})")
+        raise missing(f"no receipt at {receipt}")
     rec = io.read_json(receipt)
     if rec.get("name") != name:
-        raise MissingWeightError(_how_to_fetch(name, weights_dir) + f"\n({receipt} is the receipt of {rec.get('name')!r})")
-    path = Path(rec.get("path", ""))
+        raise missing(f"{receipt} is the receipt of {rec.get('name')!r}")
+    path = Path(rec.get("path") or "")
     if not rec.get("path") or not path.exists():
-        raise MissingWeightError(_how_to_fetch(name, weights_dir) + f"\n(the receipt points to {path}, which is gone)")
+        raise missing(f"the receipt points to {path}, which is gone")
     if rec.get("kind") == "file" and "bytes" in rec and path.stat().st_size != rec["bytes"]:
-        raise MissingWeightError(
-            _how_to_fetch(name, weights_dir) + f"\n({path} has {path.stat().st_size} bytes, receipt says {rec['bytes']})"
-        )
+        raise missing(f"{path} has {path.stat().st_size} bytes, the receipt says {rec['bytes']}")
     return path
 
 

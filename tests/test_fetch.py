@@ -13,9 +13,9 @@ import pytest
 from ssmttm.data import fetch
 
 try:
-    from httpfault import Fault, FaultServer, fault_server  # noqa: F401 (fixture)
+    from httpfault import Fault, fault_server  # noqa: F401 (fixture)
 except ImportError:  # tests/ imported as a package
-    from tests.httpfault import Fault, FaultServer, fault_server  # noqa: F401
+    from tests.httpfault import Fault, fault_server  # noqa: F401
 
 FAST = dict(backoff=0.01, timeout=5, chunk=4096)
 DATA = bytes((i * 7 + i // 251) % 256 for i in range(200_000))
@@ -262,7 +262,8 @@ def _corpus(root, listed_tar=True):
     tar_dir = root / "raw_30s" / "audio"
     tar_dir.mkdir(parents=True)
     tar = _tar(tar_dir / "raw_30s_audio-07.tar",
-               [(k, v, "file") for k, v in GOOD.items()] + [(BAD[0], BAD[1], "file")])
+               [(k, v, "file") for k, v in GOOD.items()]
+               + [(BAD[0], BAD[1], "file"), ("07/999.mp3", b"unlisted", "file"), ("07/sub/1.mp3", b"deep", "file")])
     lines = [f"{sha(v)} {k}" for k, v in GOOD.items()]
     lines += [f"{sha(b'the real 207')} {BAD[0]}", f"{sha(b'307')} {MISSING}", f"{sha(b'other')} 08/8.mp3"]
     (root / "tracks.txt").write_text("\n".join(lines) + "\n")
@@ -277,7 +278,8 @@ def _check_receipt(rec, out):
     assert "sha256 mismatch" in rec["tracks"][BAD[0]]
     assert rec["tracks"][MISSING] == "missing from tar"
     assert "08/8.mp3" not in rec["tracks"]
-    assert (rec["n_ok"], rec["n_bad"]) == (2, 2)
+    assert rec["tracks"]["07/999.mp3"].startswith("not in track sha256 list")
+    assert (rec["n_ok"], rec["n_bad"]) == (2, 3)
     assert sorted(p.name for p in (out / "07").iterdir()) == ["107.mp3", "7.mp3"]
     assert (out / "07" / "7.mp3").read_bytes() == GOOD["07/7.mp3"]
     assert not (out / "raw_30s_audio-07.tar").exists()
@@ -363,7 +365,8 @@ def test_fetch_shard_unlisted_tar(tmp_path):
 
 def test_fetch_shard_server_down_fails_job(fault_server, tmp_path):
     tar = _corpus(tmp_path / "src")
-    fault_server.add("/mtg/raw_30s/audio/raw_30s_audio-07.tar", tar.read_bytes(), [Fault("status", status=503, always=True)])
+    path = "/mtg/raw_30s/audio/raw_30s_audio-07.tar"
+    fault_server.add(path, tar.read_bytes(), [Fault("status", status=503, always=True)])
     out = tmp_path / "audio"
     assert fetch.main_shard(_shard_args(tmp_path / "src", fault_server.url("/mtg"), out)) == 1
     assert not (out / "07.json").exists()

@@ -190,7 +190,8 @@ def test_offline_env_sets_and_restores(monkeypatch):
 
 
 def test_import_is_cheap():
-    code = "import sys, ssmttm.weights, ssmttm.data.fetch; print(sorted(m for m in ('requests','torch','huggingface_hub','transformers') if m in sys.modules))"
+    heavy = "('requests', 'torch', 'huggingface_hub', 'transformers')"
+    code = f"import sys, ssmttm.weights, ssmttm.data.fetch; print(sorted(m for m in {heavy} if m in sys.modules))"
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -19,7 +19,6 @@ import shutil
 import tarfile
 import time
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
 
 from ssmttm import io, logs
 
@@ -358,6 +357,43 @@ def _exists(url: str, timeout: float) -> bool:
     return r.status_code not in (404, 410)
 
 
+def _verify_shard(shard_dir: Path, shard: str, listed, tracks, rejected, tar_missing: bool, list_name: str) -> None:
+    """Check every file of ``shard_dir`` against ``listed``; fill ``tracks`` {"NN/num.mp3": "ok" | reason}.
+
+    Nothing unverified may reach later stages: mismatching, unlisted and nested files are deleted.
+    Listed tracks with no file get "tar missing", "rejected tar member: ..." or "missing from tar".
+    """
+    for p in sorted(shard_dir.iterdir()):
+        rel = f"{shard}/{p.name}"
+        if rel in tracks:
+            continue
+        if p.is_dir() and not p.is_symlink():  # MTG-Jamendo tars are flat: NN/<num>.mp3
+            log.warning("%s: unexpected folder in tar; deleted", rel)
+            shutil.rmtree(p)
+        elif p.name.startswith(".") and ".tmp" in p.name:  # leftover temp file of an interrupted write
+            p.unlink()
+        elif rel not in listed:
+            tracks[rel] = f"not in track sha256 list {list_name}; deleted"
+        else:
+            digest = io.sha256_file(p)
+            if sha256_matches(digest, listed[rel]):
+                tracks[rel] = "ok"
+                continue
+            tracks[rel] = f"sha256 mismatch (expected {listed[rel][:12]}, got {digest[:12]}); deleted"
+        if p.exists() or p.is_symlink():
+            log.warning("%s: %s", rel, tracks.get(rel, "deleted"))
+            p.unlink()
+    by_member = {_clean(k): v for k, v in rejected.items()}
+    for rel in listed:
+        if rel not in tracks:
+            if tar_missing:
+                tracks[rel] = "tar missing"
+            elif rel in by_member:
+                tracks[rel] = f"rejected tar member: {by_member[rel]}"
+            else:
+                tracks[rel] = "missing from tar"
+
+
 def fetch_shard(
     shard: str,
     base_url: str,
@@ -419,35 +455,8 @@ def fetch_shard(
     if receipt["status"] == "missing":
         log.warning("shard %s: %s", shard, receipt["reason"])
 
-    # verify every file now in the shard folder; nothing unverified may reach later stages
-    for p in sorted(shard_dir.iterdir()):
-        rel = f"{shard}/{p.name}"
-        if rel in tracks:
-            continue
-        if p.name.startswith(".") and ".tmp" in p.name:  # leftover temp file of an interrupted write
-            p.unlink()
-            continue
-        if not p.is_file():
-            continue
-        if rel not in listed:
-            tracks[rel] = f"not in track sha256 list {Path(track_sums_path).name}; deleted"
-        else:
-            digest = io.sha256_file(p)
-            if sha256_matches(digest, listed[rel]):
-                tracks[rel] = "ok"
-                continue
-            tracks[rel] = f"sha256 mismatch (expected {listed[rel][:12]}, got {digest[:12]}); deleted"
-        log.warning("%s: %s", rel, tracks[rel])
-        p.unlink()
-    by_member = {_clean(k): v for k, v in rejected.items()}
-    for rel in listed:
-        if rel not in tracks:
-            if receipt["status"] == "missing":
-                tracks[rel] = "tar missing"
-            elif rel in by_member:
-                tracks[rel] = f"rejected tar member: {by_member[rel]}"
-            else:
-                tracks[rel] = "missing from tar"
+    missing = receipt["status"] == "missing"
+    _verify_shard(shard_dir, shard, listed, tracks, rejected, missing, Path(track_sums_path).name)
     receipt["tracks"] = dict(sorted(tracks.items()))
     receipt["n_ok"] = sum(v == "ok" for v in tracks.values())
     receipt["n_bad"] = len(tracks) - receipt["n_ok"]
@@ -477,11 +486,10 @@ def main_file(argv: list[str]) -> int:
     logs.setup()
     try:
         sha = normalise_sha256(args.sha256, what="--sha256")
-    except ValueError as exc:
-        p.error(str(exc))
-    try:
         download(args.url, args.out, sha256=sha, mirrors=args.mirror, retries=args.retries, timeout=args.timeout,
                  backoff=args.backoff)
+    except ValueError as exc:
+        p.error(str(exc))
     except FetchError as exc:
         log.error("%s", exc)
         return 1

@@ -326,6 +326,9 @@ def run(licenses: Path, tracks: Path, meta: Path, allow: tuple[str, ...], preset
     io.write_json(out_dir / "licenses.json", summary)
     for p in problems[:20]:
         log.warning("unparsed %s line %d: %s", p.file, p.line, p.reason)
+    if problems:
+        log.warning("%d unparsable records/rows in total (%s); all listed in %s", len(problems),
+                    summary["n_unparsed_by_file"], out_dir / "unparsed.tsv")
     log.info("licences: %d/%d tracks included (%.1f h), %d unparsed, NC %.1f %%, ND %.1f %%",
              summary["n_included"], summary["n_tracks"], summary["hours_included"], len(problems),
              100 * summary["nc_fraction"], 100 * summary["nd_fraction"])

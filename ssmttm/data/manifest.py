@@ -141,8 +141,10 @@ def join_shard(shard: str, cand: pd.DataFrame, dirs: dict[str, Path], rej: _Reje
     ok_paths = _fetch_status(dirs["fetch"] / f"{shard}.json", shard, list(cand["path"]), rej, cand)
     ok_tracks = set(cand.loc[cand["path"].isin(ok_paths), "track_id"])
     clips = _read_tsv(dirs["clips"] / f"{shard}.tsv", CLIPS_COLUMNS)
-    vocals = _read_tsv(dirs["vocals"] / f"{shard}.tsv", VOCALS_COLUMNS).drop_duplicates("clip_id").set_index("clip_id")
-    caps = _read_tsv(dirs["captions"] / f"{shard}.tsv", CAPTIONS_COLUMNS).drop_duplicates("clip_id").set_index("clip_id")
+    vocals = {r["clip_id"]: r for r in _read_tsv(dirs["vocals"] / f"{shard}.tsv", VOCALS_COLUMNS).to_dict("records")}
+    caps_df = _read_tsv(dirs["captions"] / f"{shard}.tsv", CAPTIONS_COLUMNS)
+    has_status = "status" in caps_df.columns and "reason" in caps_df.columns
+    caps = {r["clip_id"]: r for r in caps_df.to_dict("records")}
     rows, seen_tracks, seen_clips, cand_ids = [], set(), set(), set(cand["track_id"])
     for c in clips.to_dict("records"):
         tid, cid = c["track_id"], c["clip_id"]
@@ -164,18 +166,18 @@ def join_shard(shard: str, cand: pd.DataFrame, dirs: dict[str, Path], rej: _Reje
             rej.add("manifest", "bad clip row", tid, cid, c["source_path"], shard,
                     f"offset {c['offset']!r} / seconds {c['seconds']!r} not numbers")
             continue
-        if cid not in vocals.index:
+        if cid not in vocals:
             rej.add("vocals", "no vocals output", tid, cid, c["source_path"], shard)
             continue
-        v = vocals.loc[cid]
+        v = vocals[cid]
         if v["status"] != "ok":
             rej.add("vocals", _category(v["reason"]), tid, cid, c["source_path"], shard, v["reason"])
             continue
-        if cid not in caps.index:
+        if cid not in caps:
             rej.add("captions", "no caption", tid, cid, c["source_path"], shard)
             continue
-        k = caps.loc[cid]
-        why = k["reason"] if "status" in caps.columns and k["status"] != "ok" else _captions_ok(k["caption"], k["captions"])
+        k = caps[cid]
+        why = (k["reason"] or "rejected") if has_status and k["status"] != "ok" else _captions_ok(k["caption"], k["captions"])
         if why:
             rej.add("captions", _category(why), tid, cid, c["source_path"], shard, why)
             continue
@@ -289,7 +291,7 @@ def build(args) -> dict:
             "captions": args.captions_dir}
     rej = _Rejects()
     rows = []
-    for shard in logs.progress(args.shards, desc="manifest shards"):
+    for shard in logs.progress(sorted(set(args.shards)), desc="manifest shards"):
         rows += join_shard(shard, cand, dirs, rej)
     extra = sorted(set(cand["shard"]) - set(args.shards))
     if extra:
@@ -323,7 +325,7 @@ def build(args) -> dict:
                        "tracks": int(df.loc[df["split"] == s, "track_id"].nunique())} for s in SPLITS},
         "per_licence": {k: {"clips": len(g), "hours": _hours(g["seconds"])} for k, g in df.groupby("licence")},
         "rejected": per_stage, "n_rejected": len(rejected),
-        "shards": list(args.shards), "valid_fraction": args.valid_fraction, "seed": args.seed,
+        "shards": sorted(args.shards), "valid_fraction": args.valid_fraction, "seed": args.seed,
     }
     io.write_json(out / "report.json", report)
     if not len(df):

@@ -1,0 +1,103 @@
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ssmttm import config
+
+
+@pytest.fixture()
+def paper(repo):
+    with open(repo / "config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_shipped_configs_validate(repo):
+    cfg = config.load(repo / "config.yaml")
+    assert cfg["shards"] == 100 and cfg["vocals"]["mode"] == "separate"
+    demo = config.load(repo / "config.yaml", repo / "config" / "demo.yaml")
+    assert demo["shards"] == 5 and demo["captions"]["captioner"] == "tags"
+    # merged, not replaced: the paper's weights stay listed next to the demo's tiny ones
+    assert {"htdemucs", "htdemucs_tiny"} <= set(demo["weights"]["models"])
+
+
+def test_defaults_filled(paper):
+    del paper["segment"]["position"]
+    del paper["split"]
+    cfg = config.validate(paper)
+    assert cfg["segment"]["position"] == "center"
+    assert cfg["split"] == {"valid_fraction": 0.02, "seed": 0}
+
+
+@pytest.mark.parametrize(
+    "path, value, key",
+    [
+        (("vocals", "mode"), "seperate", "vocals.mode"),
+        (("shards",), 0, "shards"),
+        (("shards",), 101, "shards"),
+        (("segment", "position"), "middle", "segment.position"),
+        (("licenses", "preset"), "anything", "licenses.preset"),
+        (("weights", "models", "htdemucs", "sha256"), "not-hex", "weights.models.htdemucs.sha256"),
+        (("source", "metadata", "cleantags", "url"), "", "source.metadata.cleantags.url"),
+    ],
+)
+def test_wrong_value_names_key(paper, path, value, key):
+    cfg = copy.deepcopy(paper)
+    node = cfg
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(config.ConfigError) as exc:
+        config.validate(cfg)
+    assert f"config key {key}:" in str(exc.value)
+
+
+def test_unknown_key_is_an_error(paper):
+    paper["segment"]["positon"] = "start"
+    with pytest.raises(config.ConfigError, match=r"config key segment\.positon: unknown key"):
+        config.validate(paper)
+
+
+def test_semantic_checks(paper):
+    paper["vocals"]["model"] = "no_such_weight"
+    with pytest.raises(config.ConfigError, match="vocals.model"):
+        config.validate(copy.deepcopy(paper))
+    paper["vocals"]["mode"] = "keep"  # the model is irrelevant when vocals are kept
+    config.validate(copy.deepcopy(paper))
+    paper["licenses"] = {"preset": "custom", "allow": []}
+    with pytest.raises(config.ConfigError, match="licenses.allow"):
+        config.validate(paper)
+
+
+def test_helpers(paper):
+    cfg = config.validate(paper)
+    assert config.shard_ids(cfg)[:3] == ["00", "01", "02"] and len(config.shard_ids(cfg)) == 100
+    assert config.allowed_licences(cfg) == ("by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd")
+    cfg["licenses"]["preset"] = "commercial-ok"
+    assert config.allowed_licences(cfg) == ("by", "by-sa")
+
+
+def test_check_config_cli(repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vocals:\n  mode: seperate\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "ssmttm", "check-config", str(repo / "config.yaml"), str(bad)],
+        capture_output=True, text=True, cwd=repo,
+    )
+    assert r.returncode == 2 and "config key vocals.mode" in r.stderr
+
+
+def test_snakemake_rejects_bad_config_before_any_job(repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segment:\n  clip_seconds: -1\n")
+    snakemake = [sys.executable, "-m", "snakemake"]
+    r = subprocess.run(
+        snakemake + ["-n", "--cores", "1", "--snakefile", str(repo / "Snakefile"), "--directory", str(tmp_path),
+                     "--configfile", str(bad)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert r.returncode != 0
+    assert "config key segment.clip_seconds" in r.stdout + r.stderr
+    assert not (tmp_path / "results").exists()
