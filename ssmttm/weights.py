@@ -244,6 +244,20 @@ def resolve(receipt_path_or_dir: str | os.PathLike, name: str) -> Path:
     return path
 
 
+def local_path(path_or_receipt: str | os.PathLike) -> Path:
+    """A loader's model argument: a weights receipt (``results/weights/<name>.json``, resolved and
+    checked) or a plain local file/folder (returned as is, for users who bring their own)."""
+    arg = Path(path_or_receipt)
+    if arg.suffix == ".json":
+        if not arg.is_file():
+            name = arg.stem
+            raise MissingWeightError(f"{_how_to_fetch(name, arg.parent)}\n(no receipt at {arg})")
+        return resolve(arg, io.read_json(arg).get("name") or arg.stem)
+    if not arg.exists():
+        raise MissingWeightError(f"model path {arg} does not exist (give a weights receipt or a local checkpoint)")
+    return arg
+
+
 @contextlib.contextmanager
 def offline_env() -> Iterator[None]:
     """Switch Hugging Face hub access off (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1) for the block.

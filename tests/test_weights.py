@@ -196,3 +196,19 @@ def test_import_is_cheap():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_local_path_resolves_receipts_and_plain_paths(tmp_path):
+    from ssmttm import weights
+
+    src = tmp_path / "model.bin"
+    src.write_bytes(b"abc" * 100)
+    receipt = tmp_path / "w" / "tiny.json"
+    weights.fetch("tiny", str(src), tmp_path / "w", licence="MIT", receipt_path=receipt)
+    resolved = weights.local_path(receipt)
+    assert resolved.exists() and resolved.read_bytes() == src.read_bytes()
+    assert weights.local_path(src) == src
+    with pytest.raises(weights.MissingWeightError, match="nope"):
+        weights.local_path(tmp_path / "w" / "nope.json")
+    with pytest.raises(weights.MissingWeightError):
+        weights.local_path(tmp_path / "absent.th")

@@ -12,10 +12,8 @@ through the same loader. Decoding is greedy so captions are reproducible.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,29 +40,13 @@ REPHRASE_INSTRUCTION = (
 MIN_VOCAB = 256
 
 
-def hide_broken_torchvision() -> None:
-    """Treat a torchvision install that fails to import as absent.
-
-    transformers imports torchvision whenever it is installed; a wheel built for another torch (a
-    CUDA torchvision next to a CPU torch: "operator torchvision::nms does not exist") then breaks
-    every model import, although Qwen2-Audio uses no vision code.
-    """
-    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is None:
-        return
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # a broken binary extension raises RuntimeError/OSError, not ImportError
-        for name in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[name]
-        sys.modules["torchvision"] = None  # importlib.util.find_spec now reports it missing
-        log.warning("torchvision is installed but cannot be imported (%s); ignoring it", exc)
-
-
 def import_transformers():
     """Import transformers for offline use only (no Hub calls, ever)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    hide_broken_torchvision()
+    from ssmttm.compat import prepare_torchvision
+
+    prepare_torchvision()  # transformers imports torchvision when installed (see ssmttm/compat.py)
     import transformers
 
     return transformers

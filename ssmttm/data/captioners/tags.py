@@ -184,7 +184,7 @@ def tag_captions(clip: ClipInfo, seed: int = 0, n_variants: int = 3) -> list[str
         sentences = [f"Instrumental music for {t}.", f"An instrumental track suited to {t}."] if t else []
         sentences += list(FALLBACKS)
     # The primary caption names every available part; the other variants may drop some.
-    complete = [k for k, s in enumerate(sentences) if all(x in s for x in (g, i, m) if x)]
+    complete = [k for k, s in enumerate(sentences) if all(x.lower() in s.lower() for x in (g, i, m) if x)]
     first = int(rng.choice(complete)) if complete else 0
     rest = [k for k in rng.permutation(len(sentences)).tolist() if k != first]
     chosen = [sentences[k] for k in [first, *rest][: max(1, n_variants)]]
