@@ -193,3 +193,17 @@ def test_bad_stage_table_fails_naming_file(tmp_path):
                  "--fetch-dir", str(d["source"]), "--clips-dir", str(d["clips"]), "--vocals-dir", str(d["novocals"]),
                  "--captions-dir", str(d["captions"]), "--out-dir", str(tmp_path / "o")])
     assert rc == 2 and not (tmp_path / "o" / "manifest.parquet").exists()
+
+
+def test_several_rejected_tracks_without_clip_ids(tmp_path):
+    """Segment writes one row with an empty clip_id per rejected track; none is a 'duplicate'."""
+    d = make_run(tmp_path)
+    t = pd.read_csv(d["clips"] / "00.tsv", sep="\t", dtype=str, keep_default_na=False)
+    t.loc[t["track_id"] == tid(200), "clip_id"] = ""
+    extra = t[t["track_id"] == tid(200)].copy()
+    extra["track_id"], extra["reason"] = tid(600), "corrupt: cannot decode audio"
+    pd.concat([t, extra]).to_csv(d["clips"] / "00.tsv", sep="\t", index=False)
+    _, rej, _ = run_manifest(d, tmp_path / "out")
+    got = {(row.stage, row.track_id, row.reason) for row in rej.itertuples()}
+    assert ("segment", tid(200), "silent") in got and ("segment", tid(600), "corrupt") in got
+    assert not any(r == "duplicate clip id" for _, _, r in got)

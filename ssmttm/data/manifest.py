@@ -153,10 +153,11 @@ def join_shard(shard: str, cand: pd.DataFrame, dirs: dict[str, Path], rej: _Reje
                 rej.add("manifest", "track not among candidates", tid, cid, c["source_path"], shard)
             continue  # a fetch rejection is already recorded for the track
         seen_tracks.add(tid)
-        if cid in seen_clips:
-            rej.add("manifest", "duplicate clip id", tid, cid, c["source_path"], shard)
-            continue
-        seen_clips.add(cid)
+        if cid:  # rejected tracks have no clip id
+            if cid in seen_clips:
+                rej.add("manifest", "duplicate clip id", tid, cid, c["source_path"], shard)
+                continue
+            seen_clips.add(cid)
         if c["status"] != "ok":
             rej.add("segment", _category(c["reason"]), tid, cid, c["source_path"], shard, c["reason"])
             continue

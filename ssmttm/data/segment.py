@@ -4,7 +4,9 @@ Input: ``candidates.tsv`` (from ``select``) filtered to one shard, the shard's f
 (``{"shard", "status": "ok"|"missing", "reason", "tracks": {"NN/123.mp3": "ok"|"<reason>"}}``) and
 the unpacked audio (``<audio-dir>/NN/<track_num>.mp3``, MTG-Jamendo layout, folder = track_num % 100).
 Output: ``<out-dir>/<clip_id>.flac`` (clip_id = ``f"{track_num}_{k:03d}"``) and one TSV row per clip
-or per rejected track (:data:`COLUMNS`).
+or per rejected track (:data:`COLUMNS`; clip_id empty for a rejected track, set for a rejected window).
+Reasons read ``"<category>: <detail naming the file>"`` (corrupt, too short after decoding, truncated,
+silent, non-finite, silent clip, missing, fetch), so the manifest can count them by category.
 
 The paper's 457 h is one 30 s clip per track (REFERENCE.md section 2); ``position`` picks which 30 s
 (the paper does not say, default ``center``), ``all`` cuts every non-overlapping window instead.
@@ -171,14 +173,14 @@ def segment_track(row: dict, path: Path, out_dir: Path, cfg: SegmentConfig) -> l
         return [_reject(base, f"corrupt: {exc}", "segment")]
     decoded_s = dec.frames / dec.sample_rate
     if dec.frames < clip_frames:
-        return [_reject(base, f"too short after decoding ({decoded_s:.1f} s)", "segment")]
+        return [_reject(base, f"too short after decoding: {decoded_s:.1f} s < {cfg.clip_seconds:g} s clip ({path})", "segment")]
     tsv_s = _as_float(row.get("seconds"))
     if np.isfinite(tsv_s) and decoded_s < MIN_DECODED_FRACTION * tsv_s:
-        return [_reject(base, f"truncated: decoded {decoded_s:.1f} s of {tsv_s:.1f} s", "segment")]
+        return [_reject(base, f"truncated: decoded {decoded_s:.1f} s of {tsv_s:.1f} s ({path})", "segment")]
     if not dec.finite:
-        return [_reject(base, f"{path}: non-finite samples", "segment")]
+        return [_reject(base, f"non-finite: {path} decodes to NaN/inf samples", "segment")]
     if dec.rms_dbfs < cfg.silence_dbfs:
-        return [_reject(base, f"{path}: silent (RMS {dec.rms_dbfs:.1f} dBFS < {cfg.silence_dbfs} dBFS)", "segment")]
+        return [_reject(base, f"silent: {path} (RMS {dec.rms_dbfs:.1f} dBFS < {cfg.silence_dbfs} dBFS)", "segment")]
 
     starts = clip_starts(dec.frames, clip_frames, cfg.position, cfg.seed, track_num)
     if starts != planned:  # header length was wrong: decode again for the re-planned windows
@@ -196,13 +198,14 @@ def segment_track(row: dict, path: Path, out_dir: Path, cfg: SegmentConfig) -> l
              "sample_rate": cfg.sample_rate, "channels": cfg.channels}
         x = dec.windows[s]
         if x.shape[1] < clip_frames:  # file ended early on the second pass (unstable decoder)
-            rows.append(_reject(r, f"{path}: window at {offset:.2f} s runs past the decoded end", "segment"))
+            rows.append(_reject(r, f"corrupt: {path}: window at {offset:.2f} s runs past the decoded end", "segment"))
             continue
         x = _fit_length(audio.resample(audio.to_channels(x, cfg.channels), dec.sample_rate, cfg.sample_rate), n_out)
         try:
             audio.check_usable(x, f"{path} clip {clip_id} at {offset:.2f} s", cfg.silence_dbfs)
         except audio.AudioError as exc:
-            rows.append(_reject(r, str(exc), "segment"))
+            kind = "silent clip" if "silent" in str(exc) else "non-finite clip"
+            rows.append(_reject(r, f"{kind}: {exc}", "segment"))
             continue
         audio.write(clip_path, x, cfg.sample_rate)
         rows.append({**r, "status": "ok", "clip_path": str(clip_path)})
