@@ -33,7 +33,7 @@ setup-gpu:
 
 # The whole pipeline on the offline demo corpus (same DAG and code as config.yaml).
 demo: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG) --rerun-incomplete all
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores $(CORES) --configfile $(DEMO_CONFIG) --rerun-incomplete all
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -51,7 +51,7 @@ lock: $(STAMP)
 	@echo "review requirements/.lock-body.txt, then replace the pins in requirements/lock-cpu.txt"
 
 dag: $(STAMP)
-	$(VENV)/bin/snakemake --cores 1 --configfile $(DEMO_CONFIG) -n all
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores 1 --configfile $(DEMO_CONFIG) -n all
 
 bench: $(STAMP)
 	$(PY) bench/dag_scale.py

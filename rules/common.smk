@@ -33,3 +33,8 @@ def weight_receipt(name):
 def device_gpus(device):
     """Scheduling resource: a job that may use CUDA takes one `gpu` (map it with --resources gpu=N)."""
     return 0 if device == "cpu" else 1
+
+
+def opt(flag, value):
+    """`--flag 'value'` (shell-quoted) or nothing when the config value is null/empty."""
+    return f"{flag} {shlex.quote(str(value))}" if value not in (None, "") else ""

@@ -16,10 +16,10 @@ rule demo_mirror:
         shards=DEMO["shards"],
         missing=" ".join(DEMO["missing_shards"]),
         seed=DEMO["seed"],
-    threads: 1
+    threads: 2
     resources:
         mem_mb=2000,
     conda:
         "../envs/vocals.yaml"
     shell:
-        "python -m ssmttm demo-mirror --out-dir {params.out_dir:q} --n-tracks {params.n_tracks} --shards {params.shards} --missing-shards {params.missing} --seed {params.seed} 2> {log:q}"
+        "python -m ssmttm demo-mirror --out-dir {params.out_dir:q} --n-tracks {params.n_tracks} --shards {params.shards} --missing-shards {params.missing} --seed {params.seed} --jobs {threads} 2> {log:q}"

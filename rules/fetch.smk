@@ -18,7 +18,7 @@ rule fetch_metadata:
         f"{BENCH}/fetch_metadata/{{metafile}}.tsv"
     params:
         url=lambda w: _meta_entry(w)["url"],
-        sha256=lambda w: _meta_entry(w).get("sha256") or "",
+        sha256=lambda w: opt("--sha256", _meta_entry(w).get("sha256")),
         retries=SRC["retries"],
         timeout=SRC["timeout_s"],
     threads: 1
@@ -27,7 +27,7 @@ rule fetch_metadata:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm fetch-file --url {params.url:q} --sha256 {params.sha256:q} --out {output:q} --retries {params.retries} --timeout {params.timeout} 2> {log:q}"
+        "python -m ssmttm fetch-file --url {params.url:q} {params.sha256} --out {output:q} --retries {params.retries} --timeout {params.timeout} 2> {log:q}"
 
 
 rule fetch_shard:

@@ -22,8 +22,8 @@ rule weights:
         f"{BENCH}/weights/{{name}}.tsv"
     params:
         source=lambda w: _weight(w)["source"],
-        revision=lambda w: _weight(w).get("revision") or "",
-        sha256=lambda w: _weight(w).get("sha256") or "",
+        revision=lambda w: opt("--revision", _weight(w).get("revision")),
+        sha256=lambda w: opt("--sha256", _weight(w).get("sha256")),
         licence=lambda w: _weight(w)["licence"],
         dir=WEIGHTS_DIR,
     threads: 1
@@ -32,7 +32,7 @@ rule weights:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm weights --name {wildcards.name} --source {params.source:q} --revision {params.revision:q} --sha256 {params.sha256:q} --licence {params.licence:q} --dir {params.dir:q} --receipt {output.receipt:q} 2> {log:q}"
+        "python -m ssmttm weights --name {wildcards.name} --source {params.source:q} {params.revision} {params.sha256} --licence {params.licence:q} --dir {params.dir:q} --receipt {output.receipt:q} 2> {log:q}"
 
 
 rule weights_all:

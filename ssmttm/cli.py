@@ -13,6 +13,7 @@ import sys
 
 STAGES: dict[str, tuple[str, str, str]] = {
     "check-config": ("ssmttm.cli", "check_config", "validate config files against the schema"),
+    "demo-corpus": ("ssmttm.demo.corpus", "main", "build only the synthetic MTG-Jamendo corpus"),
     "demo-mirror": ("ssmttm.demo.mirror", "main", "build the offline demo mirror (corpus + tiny weights)"),
     "weights": ("ssmttm.weights", "main", "fetch one third-party checkpoint into the weights cache"),
     "fetch-file": ("ssmttm.data.fetch", "main_file", "download one metadata file, sha256-verified"),

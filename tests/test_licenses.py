@@ -193,3 +193,13 @@ def test_allow_flags_fail_fast(tmp_path, capsys):
         L.main(["--licenses", str(paths["licenses"]), "--tracks", str(paths["tracks"]), "--meta",
                 str(paths["meta"]), "--allow", "by,nope", "--out-dir", str(tmp_path / "o")])
     assert "--allow" in capsys.readouterr().err
+
+
+def test_track_with_unparsable_record_says_so(tmp_path):
+    """700 has a record whose licence line is garbled: excluded as unparsable, not as 'no record'."""
+    bad = ("00/700.mp3\nSong 700 by Artist 700 from Jamendo: https://www.jamendo.com/track/700\n"
+           "Available under a Creative Commons Public Domain license: http://example.org/pd/\n\n")
+    paths = make_inputs(tmp_path, extra_records=bad)
+    table = run_cli(tmp_path, paths, "--preset", "paper")[1]
+    row = table.set_index("track_id").loc["track_0000700"]
+    assert row["allowed"] == "False" and row["reason"].startswith(L.UNPARSABLE + ": ")

@@ -76,7 +76,7 @@ def test_shard_rejections_and_clips(shard):
     by = {int(r.track_num): r for r in back.itertuples()}
     assert by[107].status == "ok" and by[207].status == "ok"
     assert by[307].status == "rejected" and by[307].reason.startswith("corrupt:")
-    assert by[407].reason.startswith("truncated: decoded") and "of 8.0 s" in by[407].reason and "407.mp3" in by[407].reason
+    assert by[407].reason.startswith("truncated: decoded") and "of the 8.0 s its header declares" in by[407].reason and "407.mp3" in by[407].reason
     assert by[507].reason.startswith("silent: ") and "507.mp3" in by[507].reason and by[507].stage == "segment"
     assert by[607].reason.startswith("too short after decoding: 1.5 s < 2 s clip") and "607.mp3" in by[607].reason
     assert by[707].stage == "fetch" and "sha256 mismatch" in by[707].reason

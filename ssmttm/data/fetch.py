@@ -379,7 +379,7 @@ def _verify_shard(shard_dir: Path, shard: str, listed, tracks, rejected, tar_mis
             if sha256_matches(digest, listed[rel]):
                 tracks[rel] = "ok"
                 continue
-            tracks[rel] = f"sha256 mismatch (expected {listed[rel][:12]}, got {digest[:12]}); deleted"
+            tracks[rel] = f"sha256 mismatch: expected {listed[rel][:12]}, got {digest[:12]}; deleted"
         if p.exists() or p.is_symlink():
             log.warning("%s: %s", rel, tracks.get(rel, "deleted"))
             p.unlink()

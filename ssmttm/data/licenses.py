@@ -39,6 +39,7 @@ from ssmttm.data.jamendo import (
 log = logging.getLogger("ssmttm.licenses")
 
 # ---- the expected record format (the one place to change if the real file differs) -----------
+UNPARSABLE = "licence record unparsable"
 LIC_PATH_RE = re.compile(r"^(?:.*/)?(\d{2})/(\d+)\.mp3$")  # an optional leading folder is dropped
 LIC_TITLE_RE = re.compile(r"^(?P<ta>.*\S) from Jamendo: (?P<url>\S+)$")
 LIC_LINE_RE = re.compile(
@@ -189,11 +190,29 @@ def attribution(title: str, artist: str, track_url: str, code: str, version: str
             f"CC {code.upper()} {version} ({licence_url})")
 
 
-def audit(tracks: pd.DataFrame, records: pd.DataFrame, meta: pd.DataFrame, allow: tuple[str, ...]) -> pd.DataFrame:
+def unparsed_paths(problems: list[Problem]) -> dict[str, str]:
+    """Track path -> parse error, for unparsable licence records whose first line is a track path."""
+    out = {}
+    for p in problems:
+        m = LIC_PATH_RE.match(p.raw.split(" | ", 1)[0].strip())
+        if m:
+            out.setdefault(f"{m.group(1)}/{m.group(2)}.mp3", p.reason)
+    return out
+
+
+def audit(
+    tracks: pd.DataFrame,
+    records: pd.DataFrame,
+    meta: pd.DataFrame,
+    allow: tuple[str, ...],
+    unparsed: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """One row per track (TRACK_TABLE_COLUMNS): licence joined by PATH, names from meta, gate applied.
 
-    A track with no licence record gets licence ``unknown`` and is excluded ("no licence record").
+    A track with no licence record gets licence ``unknown`` and is excluded ("no licence record");
+    one whose record could not be parsed (``unparsed``: path -> reason) says so instead.
     """
+    unparsed = unparsed or {}
     df = tracks[["track_id", "track_num", "path", "shard", "seconds"]].merge(
         records.drop(columns=["record", "line"]), on="path", how="left")
     names = meta[["track_id", "title", "artist"]].rename(columns={"title": "m_title", "artist": "m_artist"})
@@ -201,8 +220,8 @@ def audit(tracks: pd.DataFrame, records: pd.DataFrame, meta: pd.DataFrame, allow
     for c in ("licence", "licence_version", "licence_url", "track_url", "title_artist", "m_title", "m_artist"):
         df[c] = df[c].fillna("").astype(str)
     titles, artists, attrs, allowed, reasons = [], [], [], [], []
-    for ta, mtitle, martist, code, ver, lurl, turl in zip(
-        df["title_artist"], df["m_title"], df["m_artist"], df["licence"], df["licence_version"],
+    for path, ta, mtitle, martist, code, ver, lurl, turl in zip(
+        df["path"], df["title_artist"], df["m_title"], df["m_artist"], df["licence"], df["licence_version"],
         df["licence_url"], df["track_url"],
     ):
         if code:
@@ -214,7 +233,8 @@ def audit(tracks: pd.DataFrame, records: pd.DataFrame, meta: pd.DataFrame, allow
         attrs.append(attribution(t, a, turl, code, ver, lurl) if code else "")
         if not code:
             allowed.append(False)
-            reasons.append("no licence record")
+            why = unparsed.get(path)
+            reasons.append(f"{UNPARSABLE}: {why}" if why else "no licence record")
         elif code in allow:
             allowed.append(True)
             reasons.append("")
@@ -306,7 +326,7 @@ def run(licenses: Path, tracks: Path, meta: Path, allow: tuple[str, ...], preset
     tr, p_tracks = read_tracks(tracks)
     me, p_meta = read_meta(meta)
     records, p_lic = parse_licences(licenses)
-    table = audit(tr, records, me, allow)
+    table = audit(tr, records, me, allow, unparsed_paths(p_lic))
     orphans = len(set(records["path"]) - set(tr["path"]))
     problems = p_lic + p_tracks + p_meta
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -172,11 +172,16 @@ def segment_track(row: dict, path: Path, out_dir: Path, cfg: SegmentConfig) -> l
     except audio.AudioError as exc:
         return [_reject(base, f"corrupt: {exc}", "segment")]
     decoded_s = dec.frames / dec.sample_rate
+    # A cut file still carries its full-length header (MP3 headers lie): decoding far less than the
+    # header declares is truncation, whatever the clip length; a complete file that is simply short
+    # is "too short"; a complete file much shorter than its metadata says is truncated upstream.
+    if np.isfinite(header_s) and decoded_s < MIN_DECODED_FRACTION * header_s:
+        return [_reject(base, f"truncated: decoded {decoded_s:.1f} s of the {header_s:.1f} s its header declares ({path})", "segment")]
     if dec.frames < clip_frames:
         return [_reject(base, f"too short after decoding: {decoded_s:.1f} s < {cfg.clip_seconds:g} s clip ({path})", "segment")]
     tsv_s = _as_float(row.get("seconds"))
     if np.isfinite(tsv_s) and decoded_s < MIN_DECODED_FRACTION * tsv_s:
-        return [_reject(base, f"truncated: decoded {decoded_s:.1f} s of {tsv_s:.1f} s ({path})", "segment")]
+        return [_reject(base, f"truncated: decoded {decoded_s:.1f} s of {tsv_s:.1f} s listed in metadata ({path})", "segment")]
     if not dec.finite:
         return [_reject(base, f"non-finite: {path} decodes to NaN/inf samples", "segment")]
     if dec.rms_dbfs < cfg.silence_dbfs:

@@ -27,6 +27,7 @@ import pandas as pd
 from ssmttm import io, logs
 from ssmttm.constants import JAMENDO_N_TARS
 from ssmttm.data.jamendo import AUDIO_PATH_RE, read_song_describer, read_tracks
+from ssmttm.data.licenses import UNPARSABLE
 
 log = logging.getLogger("ssmttm.select")
 
@@ -105,6 +106,9 @@ def select(
     if exclude_song_describer:
         reject(df["track_num"].isin(sdd), "song describer", "evaluation track (Song Describer Dataset)")
     no_record = df["licence_reason"].isna() | (df["licence"] == "unknown")
+    lic_reason = df["licence_reason"].fillna("").astype(str)
+    unparsable = no_record & lic_reason.str.startswith(UNPARSABLE)
+    reject(unparsable, UNPARSABLE, lic_reason)
     reject(no_record, "no licence record", "track absent from audio_licenses.txt")
     reject(~df["allowed"], "licence not allowed", df["licence_reason"].fillna("").astype(str))
 

@@ -28,7 +28,9 @@ def _call(target: str, *args, **kwargs):
     return getattr(importlib.import_module(module), func)(*args, **kwargs)
 
 
-def build(out_dir: Path, n_tracks: int, shards: int, missing_shards: tuple[str, ...], seed: int) -> dict:
+def build(
+    out_dir: Path, n_tracks: int, shards: int, missing_shards: tuple[str, ...], seed: int, jobs: int = 1
+) -> dict:
     log = logs.setup("ssmttm.demo")
     out_dir = Path(out_dir)
     index = out_dir / "MIRROR.json"
@@ -42,6 +44,7 @@ def build(out_dir: Path, n_tracks: int, shards: int, missing_shards: tuple[str, 
         n_shards=shards,
         missing_shards=tuple(missing_shards),
         seed=seed,
+        jobs=jobs,  # MP3 encoding dominates; output is byte-identical for any jobs value
     )
     for name, (rel, builder) in TINY_WEIGHTS.items():
         log.info("building tiny weights %s -> %s", name, rel)
@@ -71,6 +74,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--shards", type=int, default=5)
     p.add_argument("--missing-shards", nargs="*", default=["04"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="parallel encoder processes")
     a = p.parse_args(argv)
-    build(a.out_dir, a.n_tracks, a.shards, tuple(a.missing_shards), a.seed)
+    build(a.out_dir, a.n_tracks, a.shards, tuple(a.missing_shards), a.seed, a.jobs)
     return 0
