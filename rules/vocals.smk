@@ -29,4 +29,4 @@ rule vocals:
     conda:
         "../envs/vocals.yaml"
     shell:
-        "python -m ssmttm vocals --shard {wildcards.shard} --clips {input.clips:q} --mode {params.mode} {params.model} --device {params.device} --shifts {params.shifts} --overlap {params.overlap} --out-dir {output.audio:q} --table {output.table:q} 2> {log:q}"
+        "python -m ssmttm vocals --shard {wildcards.shard} --clips {input.clips:q} --mode {params.mode} {params.model} --device {params.device} --shifts {params.shifts} --overlap {params.overlap} --threads {threads} --out-dir {output.audio:q} --table {output.table:q} 2> {log:q}"
