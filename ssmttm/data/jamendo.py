@@ -104,6 +104,20 @@ def _check_header(path, got: str, want: tuple[str, ...]) -> None:
         )
 
 
+def _tsv_rows(path, header: tuple[str, ...]):
+    """Yield (line_number, raw line, tab-split fields) of a TSV after checking its header; blank
+    lines (e.g. a trailing one) carry no row."""
+    lines = _lines(path)
+    try:
+        _, got = next(lines)
+    except StopIteration:
+        raise JamendoFormatError(f"{path}: empty file (expected header {list(header)})") from None
+    _check_header(path, got, header)
+    for ln, raw in lines:
+        if raw.strip():
+            yield ln, raw, raw.split("\t")
+
+
 def _check_audio_path(p: str, num: int) -> str:
     """Return the shard of audio path ``p`` or raise ValueError when it disagrees with ``num``."""
     m = AUDIO_PATH_RE.match(p)
@@ -131,16 +145,7 @@ def read_tracks(path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     cols: dict[str, list] = {c: [] for c in TRACK_COLUMNS}
     problems: list[Problem] = []
     seen: dict[str, int] = {}
-    lines = _lines(path)
-    try:
-        _, header = next(lines)
-    except StopIteration:
-        raise JamendoFormatError(f"{path}: empty file (expected header {list(CLEANTAGS_HEADER)})") from None
-    _check_header(path, header, CLEANTAGS_HEADER)
-    for ln, raw in lines:
-        if not raw.strip():
-            continue  # blank lines (e.g. a trailing one) carry no row
-        fields = raw.split("\t")
+    for ln, raw, fields in _tsv_rows(path, CLEANTAGS_HEADER):
         try:
             if len(fields) < 5:
                 raise ValueError(f"too few fields ({len(fields)}; need TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION)")
@@ -194,16 +199,7 @@ def read_meta(path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     rows: list[tuple] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
-    lines = _lines(path)
-    try:
-        _, header = next(lines)
-    except StopIteration:
-        raise JamendoFormatError(f"{path}: empty file (expected header {list(META_HEADER)})") from None
-    _check_header(path, header, META_HEADER)
-    for ln, raw in lines:
-        if not raw.strip():
-            continue
-        fields = raw.split("\t")
+    for ln, raw, fields in _tsv_rows(path, META_HEADER):
         try:
             if len(fields) != len(META_HEADER):
                 raise ValueError(f"{len(fields)} fields, expected {len(META_HEADER)}")
