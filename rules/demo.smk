@@ -20,6 +20,6 @@ rule demo_mirror:
     resources:
         mem_mb=2000,
     conda:
-        "../envs/vocals.yaml"
+        "../envs/demo.yaml"
     shell:
         "python -m ssmttm demo-mirror --out-dir {params.out_dir:q} --n-tracks {params.n_tracks} --shards {params.shards} --missing-shards {params.missing} --seed {params.seed} --jobs {threads} 2> {log:q}"

@@ -20,6 +20,8 @@ STAGES: dict[str, list[str]] = {
     "data": BASE + ["huggingface-hub"],
     "vocals": BASE + ["torch", "demucs", "lameenc"],
     "captions": BASE + ["torch", "transformers", "tokenizers", "safetensors", "huggingface-hub"],
+    # the demo mirror builds tiny weights of every model class the demo loads
+    "demo": BASE + ["torch", "demucs", "transformers", "tokenizers", "safetensors"],
 }
 PYTHON = "3.11"
 # Installer tooling that pip freeze leaves out and conda provides.

@@ -20,3 +20,15 @@ def test_locks_pin_the_named_packages(repo):
     assert (gpu["torch"], gpu["torchvision"], gpu["torchaudio"]) == ("2.9.1", "0.24.1", "2.9.1")
     kernels = (repo / "requirements" / "gpu-kernels.txt").read_text()
     assert "mamba-ssm==" in kernels and "causal-conv1d==" in kernels
+
+
+def test_every_rule_names_an_existing_env(repo):
+    import re
+
+    for smk in (repo / "rules").glob("*.smk"):
+        text = smk.read_text()
+        n_rules_with_shell = len(re.findall(r"^\s+shell:", text, re.M))
+        envs_named = re.findall(r'conda:\s*\n\s*"([^"]+)"', text)
+        assert len(envs_named) == n_rules_with_shell, f"{smk.name}: a rule without conda:"
+        for rel in envs_named:
+            assert (smk.parent / rel).resolve().is_file(), f"{smk.name}: {rel} missing"
