@@ -35,3 +35,15 @@ METADATA_FILES = {
     "track_sha256": "raw_30s_audio_sha256_tracks.txt",
     "song_describer": "song_describer.csv",
 }
+
+# --- Codec tokens (REFERENCE.md sections 1-2) ----------------------------------------------------
+# DAC 44.1 kHz: 9 codebooks x 1024 codes, hop 512 -> 44100 / 512 = 86.13 frames/s; 30 s = 2584 frames.
+DAC_44KHZ_N_CODEBOOKS = 9
+DAC_44KHZ_HOP = 512
+CODEBOOK_SIZE = 1024
+# One id beyond the codebook: BOS, delay-pattern filler and padding; ignored by the loss.
+SPECIAL_TOKEN = CODEBOOK_SIZE
+VOCAB_SIZE = CODEBOOK_SIZE + 1  # per-codebook embedding table size (1025)
+FRAME_RATE = SAMPLE_RATE / DAC_44KHZ_HOP  # 86.1328125 frames/s
+TOKEN_STORE_VERSION = 1
+TEXT_STORE_VERSION = 1
