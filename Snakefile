@@ -28,6 +28,7 @@ include: "rules/segment.smk"
 include: "rules/vocals.smk"
 include: "rules/captions.smk"
 include: "rules/manifest.smk"
+include: "rules/tokens.smk"
 
 
 rule all:
@@ -35,3 +36,4 @@ rule all:
     input:
         rules.data.input,
         rules.licenses.input,
+        rules.tokens.input,

@@ -24,6 +24,10 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "vocals": ("ssmttm.data.vocals", "main", "remove vocals (htdemucs) or keep them, one shard"),
     "captions": ("ssmttm.data.captions", "main", "caption the clips of one shard"),
     "manifest": ("ssmttm.data.manifest", "main", "join every shard into the clip manifest"),
+    "text-embed": ("ssmttm.text.embed", "main", "encode every unique caption once (frozen T5 encoder)"),
+    "tokenize": ("ssmttm.tokens.tokenize", "main", "DAC-encode the manifest clips of one shard"),
+    "ceiling": ("ssmttm.tokens.ceiling", "main", "codec re-synthesis quality on a seeded sample, one shard"),
+    "ceiling-summary": ("ssmttm.tokens.ceiling", "main_summary", "aggregate the codec ceiling over shards"),
     "envs": ("ssmttm.envs", "main", "write envs/*.yaml from the lock files"),
 }
 

@@ -79,6 +79,12 @@ def _semantic_errors(cfg: dict) -> list[str]:
                     f"config key captions.qwen2_audio.{key}: {q[key]!r} is not a key of weights.models "
                     f"(known: {sorted(models)})"
                 )
+    for key in ("tokens.weights", "text.encoder"):
+        section, field = key.split(".")
+        if cfg[section][field] not in models:
+            errors.append(
+                f"config key {key}: {cfg[section][field]!r} is not a key of weights.models (known: {sorted(models)})"
+            )
     if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
         errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
     return errors

@@ -20,8 +20,9 @@ STAGES: dict[str, list[str]] = {
     "data": BASE + ["huggingface-hub"],
     "vocals": BASE + ["torch", "demucs", "lameenc"],
     "captions": BASE + ["torch", "transformers", "tokenizers", "safetensors", "huggingface-hub"],
+    "tokens": BASE + ["torch", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
     # the demo mirror builds tiny weights of every model class the demo loads
-    "demo": BASE + ["torch", "demucs", "transformers", "tokenizers", "safetensors"],
+    "demo": BASE + ["torch", "demucs", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
 }
 PYTHON = "3.11"
 # Installer tooling that pip freeze leaves out and conda provides.

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -96,3 +97,18 @@ def write_table(path: str | os.PathLike, df) -> None:
             df.to_csv(tmp, index=False)
         else:
             raise ValueError(f"{path}: unknown table format {path.suffix!r} (use .tsv, .csv or .parquet)")
+
+
+def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Replace folder ``final`` by the complete folder ``staging`` (same parent): the old folder is
+    renamed aside, the new one renamed in, then the old one removed, so ``final`` is never half
+    written."""
+    staging, final = Path(staging), Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old.exists():
+        shutil.rmtree(old)

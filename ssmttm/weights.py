@@ -85,18 +85,6 @@ def _check(name: str, path: Path, expected: str | None) -> str:
     return digest
 
 
-def _swap_in(staging: Path, final: Path) -> None:
-    """Replace folder ``final`` by ``staging`` (both in the same parent folder)."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def _fetch_hf(name: str, source: str, revision: str | None, final: Path, expected: str | None) -> Path:
     """Hugging Face hub download into ``final`` via a staging folder (resumable across runs)."""
     from huggingface_hub import hf_hub_download, snapshot_download
@@ -113,7 +101,7 @@ def _fetch_hf(name: str, source: str, revision: str | None, final: Path, expecte
     shutil.rmtree(staging / ".cache", ignore_errors=True)
     target = staging if filename is None else staging.joinpath(*filename.split("/"))
     _check(name, target, expected)
-    _swap_in(staging, final)
+    io.replace_dir(staging, final)
     return final if filename is None else final.joinpath(*filename.split("/"))
 
 
@@ -127,7 +115,7 @@ def _fetch_local_folder(name: str, src: Path, final: Path, expected: str | None)
     except WeightError:
         shutil.rmtree(staging)
         raise
-    _swap_in(staging, final)
+    io.replace_dir(staging, final)
     return final
 
 

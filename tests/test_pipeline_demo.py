@@ -117,3 +117,20 @@ def test_licenses_target_runs_only_the_audit(repo, tmp_path):
     r = snakemake(repo, tmp_path, "-n", "--cores", "1", "licenses")
     out = r.stdout + r.stderr
     assert "license_audit" in out and "segment" not in out and "vocals" not in out
+
+
+def test_tokens_cover_the_manifest(demo):
+    from ssmttm.text.store import TextStore
+    from ssmttm.tokens.store import TokenStore
+
+    m = read_manifest(demo / "results/data/manifest.parquet")
+    store = TokenStore(demo / "results/tokens/dac_tiny")
+    assert set(store.index["clip_id"]) == set(m["clip_id"])
+    assert (store.index["length"] == 2584).all()  # 30 s at 86.13 frames/s
+    text = TextStore(demo / "results/text/t5_tiny")
+    n_unique = len({c for caps in m["captions"] for c in json.loads(caps)})
+    assert text.meta["encoder_forwards"] == n_unique + 1  # + the empty CFG prompt
+    for clip_id in m["clip_id"].head(3):
+        assert text.caption_ids(clip_id)
+    ceiling = pd.read_csv(demo / "results/tokens/dac_tiny/ceiling.tsv", sep="\t")
+    assert {1, 4} <= set(ceiling["kappa"])

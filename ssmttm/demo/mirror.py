@@ -18,6 +18,8 @@ from ssmttm import io, logs
 TINY_WEIGHTS = {
     "htdemucs_tiny": ("weights/htdemucs_tiny.th", "ssmttm.data.vocals:build_tiny_htdemucs"),
     "qwen2_audio_tiny": ("weights/qwen2_audio_tiny", "ssmttm.data.captions:build_tiny_qwen2_audio"),
+    "dac_tiny": ("weights/dac_tiny.pth", "ssmttm.codec.dac:build_tiny_dac"),
+    "t5_tiny": ("weights/t5_tiny", "ssmttm.text.encoder:build_tiny_t5"),
 }
 
 
