@@ -85,6 +85,17 @@ def _check(name: str, path: Path, expected: str | None) -> str:
     return digest
 
 
+def resolve_hf_revision(source: str, revision: str | None) -> str | None:
+    """The commit a hub download will use: ``revision`` as given, or the current head's commit sha
+    (asked once, then pinned in the receipt as ``resolved_revision`` so the run is reproducible)."""
+    if revision:
+        return revision
+    import huggingface_hub
+
+    repo_id, _ = parse_hf(source)
+    return huggingface_hub.HfApi().model_info(repo_id).sha
+
+
 def _fetch_hf(name: str, source: str, revision: str | None, final: Path, expected: str | None) -> Path:
     """Hugging Face hub download into ``final`` via a staging folder (resumable across runs)."""
     from huggingface_hub import hf_hub_download, snapshot_download
@@ -158,6 +169,7 @@ def fetch(
         expected = old.get("sha256")
         log.info("weight %s: enforcing the sha256 pinned in %s (%s)", name, receipt_path, str(expected)[:12])
     path, digest = None, None
+    resolved = (old or {}).get("resolved_revision") if same else None
     # already present and verified: nothing to fetch (hf:// reruns need no network)
     if same and expected and old.get("path") and Path(old["path"]).exists():
         present, h = Path(old["path"]), _hash(Path(old["path"]))
@@ -166,7 +178,8 @@ def fetch(
             path, digest = present, h
     if path is None:
         if source.startswith("hf://"):
-            path = _fetch_hf(name, source, revision, final, expected)
+            resolved = resolve_hf_revision(source, revision)
+            path = _fetch_hf(name, source, resolved, final, expected)
         elif not _fetch.is_http(source) and Path(source).is_dir():
             path = _fetch_local_folder(name, Path(source), final, expected)
         else:
@@ -190,6 +203,8 @@ def fetch(
         "kind": "folder" if path.is_dir() else "file",
         "bytes": _size(path),
     }
+    if source.startswith("hf://"):
+        receipt["resolved_revision"] = resolved or revision  # the hub commit actually downloaded
     io.write_json(receipt_path, receipt)
     log.info("weight %s: %s (%s, sha256 %s)", name, receipt["path"], receipt["kind"], digest[:12])
     return receipt

@@ -162,16 +162,26 @@ def test_hf_arguments_and_staging(cwd, monkeypatch):
         _folder(local_dir, {filename: b"ckpt", ".cache/huggingface/y.metadata": os.urandom(8)})
         return os.path.join(local_dir, filename)
 
+    class FakeApi:
+        def model_info(self, repo_id, **kw):
+            calls.append(("info", repo_id))
+            return type("Info", (), {"sha": "c0ffee" * 6 + "abcd"})()
+
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_file)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     rec = weights.fetch("flan_t5", "hf://google/flan-t5-base", "w", revision="7bcac57", licence="Apache-2.0")
     assert calls[0][:3] == ("snapshot", "google/flan-t5-base", "7bcac57")
     assert rec["kind"] == "folder" and rec["path"] == "w/flan_t5"
     assert sorted(os.listdir(cwd / "w/flan_t5")) == ["config.json"]  # hub bookkeeping not kept
     rec2 = weights.fetch("flan_t5", "hf://google/flan-t5-base", "w", revision="7bcac57")
     assert len(calls) == 1 and rec2["sha256"] == rec["sha256"]  # verified copy: no hub call
+    assert rec["resolved_revision"] == "7bcac57"  # a given revision is used as is, no hub query
     rec3 = weights.fetch("clap", "hf://lukewys/laion_clap/sub/music.pt", "w", revision=None)
-    assert calls[1][:4] == ("file", "lukewys/laion_clap", "sub/music.pt", None)
+    head = "c0ffee" * 6 + "abcd"
+    assert calls[1] == ("info", "lukewys/laion_clap")  # no revision: the head commit is resolved ...
+    assert calls[2][:4] == ("file", "lukewys/laion_clap", "sub/music.pt", head)  # ... and downloaded
+    assert rec3["resolved_revision"] == head
     assert rec3["kind"] == "file" and rec3["path"] == "w/clap/sub/music.pt"
     assert rec3["sha256"] == hashlib.sha256(b"ckpt").hexdigest()
 
