@@ -29,6 +29,7 @@ include: "rules/vocals.smk"
 include: "rules/captions.smk"
 include: "rules/manifest.smk"
 include: "rules/tokens.smk"
+include: "rules/models.smk"
 
 
 rule all:
@@ -37,3 +38,4 @@ rule all:
         rules.data.input,
         rules.licenses.input,
         rules.tokens.input,
+        rules.model_params.output,

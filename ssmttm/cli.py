@@ -28,6 +28,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "tokenize": ("ssmttm.tokens.tokenize", "main", "DAC-encode the manifest clips of one shard"),
     "ceiling": ("ssmttm.tokens.ceiling", "main", "codec re-synthesis quality on a seeded sample, one shard"),
     "ceiling-summary": ("ssmttm.tokens.ceiling", "main_summary", "aggregate the codec ceiling over shards"),
+    "params": ("ssmttm.models.params", "main", "trainable LM parameters per preset x variant"),
     "envs": ("ssmttm.envs", "main", "write envs/*.yaml from the lock files"),
 }
 

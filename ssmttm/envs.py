@@ -21,6 +21,7 @@ STAGES: dict[str, list[str]] = {
     "vocals": BASE + ["torch", "demucs", "lameenc"],
     "captions": BASE + ["torch", "transformers", "tokenizers", "safetensors", "huggingface-hub"],
     "tokens": BASE + ["torch", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
+    "models": BASE + ["torch", "safetensors"],
     # the demo mirror builds tiny weights of every model class the demo loads
     "demo": BASE + ["torch", "demucs", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
 }

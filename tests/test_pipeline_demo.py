@@ -134,3 +134,9 @@ def test_tokens_cover_the_manifest(demo):
         assert text.caption_ids(clip_id)
     ceiling = pd.read_csv(demo / "results/tokens/dac_tiny/ceiling.tsv", sep="\t")
     assert {1, 4} <= set(ceiling["kappa"])
+
+
+def test_parameter_table(demo):
+    table = pd.read_csv(demo / "results/models/params.tsv", sep="\t")
+    row = table[(table["preset"] == "paper") & (table["variant"] == "prefix-simba")].iloc[0]
+    assert row["params"] == 281_041_152

@@ -1,0 +1,20 @@
+# The backbones: a table of trainable parameters per preset x variant (meta device, seconds).
+# Training and generation rules arrive with issue 5.
+
+
+rule model_params:
+    output:
+        f"{RESULTS}/models/params.tsv",
+    log:
+        f"{LOGS}/model_params.log",
+    benchmark:
+        f"{BENCH}/model_params.tsv"
+    params:
+        presets="paper quarter tiny",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/models.yaml"
+    shell:
+        "python -m ssmttm params --presets {params.presets} --out {output:q} > {log:q} 2>&1"
