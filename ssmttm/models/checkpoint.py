@@ -1,0 +1,91 @@
+"""LM checkpoints: safetensors weights + the LMConfig as JSON + free-form metadata. No pickle.
+
+Layout of a checkpoint folder (written atomically: a temporary folder renamed into place):
+``model.safetensors`` (the LM state_dict), ``lm_config.json`` (LMConfig.to_dict()) and
+``meta.json`` (step, codec, text encoder, data manifest hash, licence summary, ...). Training
+state (optimizer, scheduler, RNG, data position) lives beside it in ``trainer_state.pt`` and is
+the trainer's business (loaded with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ssmttm import io
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "lm_config.json"
+META_FILE = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be used; the message names the folder and why."""
+
+
+def save_model(out_dir: str | os.PathLike, lm, meta: dict[str, Any] | None = None,
+               extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write ``lm`` (its weights and config) and ``meta`` to ``out_dir`` atomically; returns out_dir."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in lm.state_dict().items()}
+        save_file(state, str(tmp / MODEL_FILE))
+        io.write_json(tmp / CONFIG_FILE, lm.cfg.to_dict())
+        io.write_json(tmp / META_FILE, meta or {})
+        for name, data in (extra_files or {}).items():
+            with io.atomic_open(tmp / name, "wb") as f:
+                f.write(data)
+        io.replace_dir(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def read_meta(ckpt_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """(lm_config dict, meta dict) of a checkpoint, without loading weights."""
+    ckpt_dir = Path(ckpt_dir)
+    for name in (MODEL_FILE, CONFIG_FILE, META_FILE):
+        if not (ckpt_dir / name).is_file():
+            raise CheckpointError(f"{ckpt_dir}: not a checkpoint (missing {name})")
+    with open(ckpt_dir / CONFIG_FILE, encoding="utf-8") as f:
+        cfg = json.load(f)
+    with open(ckpt_dir / META_FILE, encoding="utf-8") as f:
+        meta = json.load(f)
+    return cfg, meta
+
+
+def load_model(ckpt_dir: str | os.PathLike, device=None, kappa: int | None = None):
+    """Rebuild the LM of a checkpoint and load its weights strictly: returns (lm in eval mode, meta).
+
+    ``kappa``: the number of codebooks the caller will feed; a checkpoint trained for another κ
+    fails here with both numbers named, not later with a shape error.
+    """
+    from safetensors.torch import load_file
+
+    from ssmttm.models import build_lm
+    from ssmttm.models.config import LMConfig
+
+    ckpt_dir = Path(ckpt_dir)
+    cfg_dict, meta = read_meta(ckpt_dir)
+    cfg = LMConfig.from_dict(cfg_dict)
+    if kappa is not None and kappa != cfg.n_codebooks:
+        raise CheckpointError(
+            f"{ckpt_dir}: trained for kappa={cfg.n_codebooks} codebooks, but kappa={kappa} was requested"
+        )
+    lm = build_lm(cfg, device=device)
+    state = load_file(str(ckpt_dir / MODEL_FILE), device=str(device or "cpu"))
+    missing, unexpected = lm.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt_dir}: weights do not match the config (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]})")
+    return lm.eval(), meta
