@@ -30,6 +30,9 @@ include: "rules/captions.smk"
 include: "rules/manifest.smk"
 include: "rules/tokens.smk"
 include: "rules/models.smk"
+include: "rules/train.smk"
+include: "rules/generate.smk"
+include: "rules/plots.smk"
 
 
 rule all:
@@ -39,3 +42,6 @@ rule all:
         rules.licenses.input,
         rules.tokens.input,
         rules.model_params.output,
+        rules.train_all.input,
+        rules.generate_all.input,
+        rules.loss_curves.output,

@@ -29,6 +29,10 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "ceiling": ("ssmttm.tokens.ceiling", "main", "codec re-synthesis quality on a seeded sample, one shard"),
     "ceiling-summary": ("ssmttm.tokens.ceiling", "main_summary", "aggregate the codec ceiling over shards"),
     "params": ("ssmttm.models.params", "main", "trainable LM parameters per preset x variant"),
+    "train": ("ssmttm.train.loop", "main", "train one experiment x seed (resumes from its last checkpoint)"),
+    "prompt-set": ("ssmttm.generate.prompts", "main", "write a prompt set as JSON"),
+    "generate": ("ssmttm.generate.generate", "main", "sample a checkpoint on a prompt set, decode to audio"),
+    "loss-curves": ("ssmttm.report.curves", "main", "training-loss plots per run and overlaid"),
     "envs": ("ssmttm.envs", "main", "write envs/*.yaml from the lock files"),
 }
 

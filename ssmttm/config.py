@@ -85,9 +85,34 @@ def _semantic_errors(cfg: dict) -> list[str]:
             errors.append(
                 f"config key {key}: {cfg[section][field]!r} is not a key of weights.models (known: {sorted(models)})"
             )
+    train_keys = set(cfg["train"])
+    for name, exp in cfg["experiments"].items():
+        bad = sorted(set(exp["train"]) - train_keys)
+        if bad:
+            errors.append(f"config key experiments.{name}.train: unknown keys {bad} (allowed: train section keys)")
+        fields = _lm_fields()
+        bad = sorted(set(exp["model"]) - fields)
+        if bad:
+            errors.append(f"config key experiments.{name}.model: unknown LMConfig fields {bad}")
+        reachable = set(exp["checkpoints"]) | {exp["steps"]}
+        for step in exp["generate_at"]:
+            if step not in reachable:
+                errors.append(f"config key experiments.{name}.generate_at: step {step} is not a checkpoint "
+                              f"(checkpoints: {sorted(reachable)})")
+        for step in exp["checkpoints"]:
+            if step > exp["steps"]:
+                errors.append(f"config key experiments.{name}.checkpoints: step {step} > steps {exp['steps']}")
     if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
         errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
     return errors
+
+
+def _lm_fields() -> set[str]:
+    import dataclasses
+
+    from ssmttm.models.config import LMConfig  # dataclasses only: no torch import
+
+    return {f.name for f in dataclasses.fields(LMConfig)}
 
 
 def validate(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:

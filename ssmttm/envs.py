@@ -17,11 +17,12 @@ from ssmttm import io
 
 BASE = ["numpy", "pandas", "pyarrow", "pyyaml", "jsonschema", "soundfile", "soxr", "tqdm", "requests"]
 STAGES: dict[str, list[str]] = {
-    "data": BASE + ["huggingface-hub"],
+    "data": BASE + ["huggingface-hub", "matplotlib"],
     "vocals": BASE + ["torch", "demucs", "lameenc"],
     "captions": BASE + ["torch", "transformers", "tokenizers", "safetensors", "huggingface-hub"],
     "tokens": BASE + ["torch", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
     "models": BASE + ["torch", "safetensors"],
+    "train": BASE + ["torch", "safetensors", "tensorboard", "descript-audio-codec", "transformers", "tokenizers"],
     # the demo mirror builds tiny weights of every model class the demo loads
     "demo": BASE + ["torch", "demucs", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
 }

@@ -101,3 +101,19 @@ def test_snakemake_rejects_bad_config_before_any_job(repo, tmp_path):
     assert r.returncode != 0
     assert "config key segment.clip_seconds" in r.stdout + r.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_experiment_checks(paper):
+    exp = paper["experiments"]["simba_k1"]
+    exp["train"] = {"lr": 3e-4, "lrr": 1}
+    exp["model"] = {"d_model": 64, "d_modle": 64}
+    exp["generate_at"] = [12345]
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(copy.deepcopy(paper))
+    msg = str(e.value)
+    assert "experiments.simba_k1.train: unknown keys ['lrr']" in msg
+    assert "experiments.simba_k1.model: unknown LMConfig fields ['d_modle']" in msg
+    assert "experiments.simba_k1.generate_at: step 12345 is not a checkpoint" in msg
+    exp["train"], exp["model"], exp["generate_at"] = {"lr": 3e-4}, {"d_model": 64}, [5000]
+    cfg = config.validate(paper)
+    assert cfg["experiments"]["simba_k1"]["enabled"] is True

@@ -140,3 +140,27 @@ def test_parameter_table(demo):
     table = pd.read_csv(demo / "results/models/params.tsv", sep="\t")
     row = table[(table["preset"] == "paper") & (table["variant"] == "prefix-simba")].iloc[0]
     assert row["params"] == 281_041_152
+
+
+def test_every_variant_trained_and_generated(demo):
+    import soundfile as sf
+
+    from ssmttm.models.checkpoint import load_model
+
+    runs = sorted((demo / "results/train").glob("*/seed0/done.json"))
+    assert len(runs) == 5
+    for done in runs:
+        run = done.parent
+        log = pd.read_csv(run / "log.csv")
+        assert log["step"].iloc[-1] == 200 and log["loss"].iloc[-5:].mean() < log["loss"].iloc[:5].mean()
+        last = (run / "ckpt" / "last").read_text().strip()
+        lm, meta = load_model(run / "ckpt" / Path(last).name)
+        assert meta["licences"]["preset"] == "paper" and meta["manifest_sha256"]
+        assert (run / "ckpt" / Path(last).name / "MODEL_CARD.md").exists()
+        index = demo / f"results/generate/{run.parent.name}/seed0/step_0000200/demo/index.json"
+        items = json.loads(index.read_text())["items"]
+        assert len(items) == 2
+        info = sf.info(str(index.parent / items[0]["audio"]))
+        assert info.samplerate == 44100 and info.frames == 172 * 512
+    for ext in ("png", "svg"):
+        assert (demo / f"results/plots/loss/all.{ext}").stat().st_size > 1000

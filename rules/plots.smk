@@ -1,0 +1,24 @@
+# Loss curves: one figure per training run and an overlay of every run (PNG + SVG).
+PLOTS_DIR = f"{RESULTS}/plots"
+
+
+rule loss_curves:
+    input:
+        [f"{run_dir(exp, seed)}/done.json" for exp, seed in RUNS],
+    output:
+        [f"{PLOTS_DIR}/loss/{exp}_seed{seed}.{ext}" for exp, seed in RUNS for ext in ("png", "svg")],
+        [f"{PLOTS_DIR}/loss/all.{ext}" for ext in ("png", "svg")],
+    log:
+        f"{LOGS}/loss_curves.log",
+    benchmark:
+        f"{BENCH}/loss_curves.tsv"
+    params:
+        runs=" ".join(f"--run {shlex.quote(f'{exp}_seed{seed}={run_dir(exp, seed)}')}" for exp, seed in RUNS),
+        out_dir=f"{PLOTS_DIR}/loss",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m ssmttm loss-curves {params.runs} --out-dir {params.out_dir:q} 2> {log:q}"

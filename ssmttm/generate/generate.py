@@ -1,0 +1,369 @@
+"""``python -m ssmttm generate``: text -> delay-patterned DAC codes -> 44.1 kHz audio (issue 5).
+
+Decoding (REFERENCE.md section 1 sampling; MusicGen-style delay pattern, :mod:`ssmttm.pattern`):
+
+- the B prompts and B copies of the empty prompt "" (the unconditional prompt of classifier-free
+  guidance) go through the LM as ONE batch of 2B rows with an explicit decoding cache
+  (``lm.allocate_cache`` / ``lm.prefill`` / ``lm.step``): each token costs O(1) in the sequence
+  length for the Mamba2 sub-layers (a KV cache for self-attention), and one LM call per step;
+- the patterned sequence of ``n_tokens + kappa`` steps is generated step by step exactly as the
+  model saw it in training: step 0 is the BOS column (SPECIAL_TOKEN for every codebook), and at
+  step t codebook k holds a real code only for ``k + 1 <= t <= k + n_tokens``
+  (``pattern.valid_mask``); elsewhere SPECIAL_TOKEN is forced instead of sampled;
+- logits are combined ``uncond + cfg_scale * (cond - uncond)`` and sampled with temperature and
+  top-k (:mod:`ssmttm.generate.sampling`), each prompt with its own generator seeded by ``--seed``;
+  the heads have 1024 outputs, so SPECIAL_TOKEN is never sampled for a real position;
+- ``pattern.revert`` gives ``[kappa, n_tokens]`` codes, which the codec decodes from its first kappa
+  codebooks (``n_tokens * hop`` samples at 44.1 kHz for DAC).
+
+Text: each unique prompt (and "") is encoded once by the frozen T5 encoder of the weights receipt
+and rounded to float16, as the text store that trained the model holds its states.
+
+Outputs in ``--out-dir``: ``<prompt_id>.wav`` (or .flac), a ``<prompt_id>.json`` sidecar {prompt,
+prompt_id, seed, checkpoint, checkpoint_sha256, kappa, cfg_scale, temperature, top_k, n_tokens,
+seconds, codec, decode_kappa, ...} and, last, ``index.json`` listing them.
+
+:func:`generate_naive` is the authors' way (the whole sequence recomputed every step, cond and
+uncond as two passes); tests and ``bench/generation_speed.py`` compare it with the cached path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ssmttm import io, logs
+from ssmttm.constants import CODEBOOK_SIZE, SPECIAL_TOKEN
+from ssmttm.generate import sampling as smp
+
+log = logging.getLogger("ssmttm.generate")
+AUDIO_FORMATS = ("wav", "flac")
+TEXT_BATCH = 64  # prompts per T5 forward
+
+
+class GenerationError(RuntimeError):
+    """Generation cannot go on; the message names the checkpoint, codec, prompt or token."""
+
+
+# --- checkpoint, validation ------------------------------------------------------------------------
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from ``path``: the folder itself (holds model.safetensors), or a run
+    folder / its ``ckpt/`` folder, whose ``ckpt/last`` text file names the newest checkpoint."""
+    from ssmttm.models.checkpoint import MODEL_FILE
+
+    p = Path(path)
+    if (p / MODEL_FILE).is_file():
+        return p
+    for last in (p / "ckpt" / "last", p / "last"):
+        if last.is_file():
+            name = last.read_text(encoding="utf-8").strip()
+            for cand in (Path(name), last.parent / name, last.parent / Path(name).name):
+                if name and (cand / MODEL_FILE).is_file():
+                    return cand
+            raise GenerationError(f"--checkpoint {p}: {last} names {name!r}, which is not a checkpoint folder")
+    raise GenerationError(f"--checkpoint {p}: not a checkpoint folder (no {MODEL_FILE}) and no ckpt/last file")
+
+
+def check_codes(codes, limit: int, what: str) -> None:
+    """Raise :class:`GenerationError` when an id of ``codes`` lies outside ``[0, limit)``."""
+    if codes.numel() == 0:
+        return
+    lo, hi = int(codes.min()), int(codes.max())
+    if lo < 0 or hi >= limit:
+        bad = hi if hi >= limit else lo
+        raise GenerationError(f"{what}: out-of-vocabulary token id {bad} (valid ids are 0..{limit - 1})")
+
+
+def pad_states(states: list[np.ndarray], device) -> tuple:
+    """B arrays [L_i, D] -> (text [B, L, D] float32, mask [B, L] bool), right-padded."""
+    import torch
+
+    L = max(s.shape[0] for s in states)
+    text = torch.zeros(len(states), L, states[0].shape[1], dtype=torch.float32)
+    mask = torch.zeros(len(states), L, dtype=torch.bool)
+    for i, s in enumerate(states):
+        text[i, :s.shape[0]] = torch.from_numpy(np.asarray(s, dtype=np.float32))
+        mask[i, :s.shape[0]] = True
+    return text.to(device), mask.to(device)
+
+
+# --- the decoding loop -------------------------------------------------------------------------------
+def decode_pattern(next_logits: Callable, batch: int, kappa: int, n_tokens: int,
+                   cfg: smp.SamplingConfig, seed: int, device) -> "torch.Tensor":
+    """Generate the delay-patterned sequence [B, kappa, n_tokens + kappa] (int64, on ``device``).
+
+    ``next_logits(t, seq)`` returns (cond, uncond) logits [B, kappa, 1024] predicting ``seq[:, :, t]``
+    from ``seq[:, :, :t]`` (or None at t = 0, where the BOS column is forced).
+    """
+    import torch
+
+    from ssmttm import pattern
+
+    S = n_tokens + kappa
+    valid = pattern.valid_mask(kappa, n_tokens, like=torch.empty(0, device=device))  # [K, S]
+    seq = torch.full((batch, kappa, S), SPECIAL_TOKEN, dtype=torch.long, device=device)
+    gens = smp.make_generators(seed, batch, device)
+    for t in range(S):
+        out = next_logits(t, seq)
+        if t == 0:
+            continue  # step 0 is the BOS column: SPECIAL_TOKEN for every codebook, never sampled
+        cond, uncond = out
+        if cond.shape[-1] != CODEBOOK_SIZE:
+            raise GenerationError(f"the LM heads have {cond.shape[-1]} outputs, expected {CODEBOOK_SIZE}")
+        logits = smp.cfg_combine(cond.float(), uncond.float(), cfg.cfg_scale)
+        tok = smp.sample(logits, cfg.temperature, cfg.top_k, gens)  # [B, K]
+        check_codes(tok, CODEBOOK_SIZE, f"sampled codes at step {t}")  # never feed an OOV id to the LM
+        seq[:, :, t] = torch.where(valid[:, t], tok, torch.full_like(tok, SPECIAL_TOKEN))
+    return seq
+
+
+def generate_cached(lm, cond_states: list[np.ndarray], uncond_state: np.ndarray, n_tokens: int,
+                    cfg: smp.SamplingConfig, seed: int):
+    """Ours: cond and uncond in ONE batch of 2B through the cached decoder, one LM call per step.
+
+    cond_states: B arrays [L_i, text_dim]; uncond_state: [L_0, text_dim] (the empty prompt).
+    Returns the patterned sequence [B, kappa, n_tokens + kappa] int64 on the LM's device.
+    """
+    import torch
+
+    device = next(lm.parameters()).device
+    B, K = len(cond_states), lm.cfg.n_codebooks
+    text, mask = pad_states(list(cond_states) + [uncond_state] * B, device)
+    cache = lm.allocate_cache(2 * B, text, mask)
+
+    def next_logits(t, seq):
+        if t == 0:
+            lm.prefill(cache)  # consumes the text; its logits predict the forced BOS column
+            return None
+        prev = seq[:, :, t - 1:t]
+        logits = lm.step(torch.cat([prev, prev], dim=0), cache)  # [2B, K, 1024]
+        return logits[:B], logits[B:]
+
+    with torch.no_grad():
+        return decode_pattern(next_logits, B, K, n_tokens, cfg, seed, device)
+
+
+def generate_naive(lm, cond_states: list[np.ndarray], uncond_state: np.ndarray, n_tokens: int,
+                   cfg: smp.SamplingConfig, seed: int, on_step: Callable | None = None):
+    """The authors' way: every step runs the FULL forward over the sequence so far, cond and uncond
+    as two separate passes, and keeps the last logits (O(n^2)). Same output layout as
+    :func:`generate_cached`; ``on_step(t, seq)`` is called after the forward passes of each step
+    (timing hooks; ``seq`` is filled in place, steps < t final)."""
+    import torch
+
+    device = next(lm.parameters()).device
+    B, K = len(cond_states), lm.cfg.n_codebooks
+    ctext, cmask = pad_states(list(cond_states), device)
+    utext, umask = pad_states([uncond_state] * B, device)
+
+    def next_logits(t, seq):
+        if t == 0:
+            return None
+        x = seq[:, :, :t + 1]  # logits[:, :, t] depend on seq[:, :, :t] only
+        out = lm(x, ctext, cmask)[:, :, t], lm(x, utext, umask)[:, :, t]
+        if on_step is not None:
+            on_step(t, seq)
+        return out
+
+    with torch.no_grad():
+        return decode_pattern(next_logits, B, K, n_tokens, cfg, seed, device)
+
+
+def revert_codes(seq) -> "torch.Tensor":
+    """Patterned [B, K, T + K] -> codes [B, K, T] (CPU int64), checked to hold no SPECIAL_TOKEN."""
+    from ssmttm import pattern
+
+    codes = pattern.revert(seq).cpu()
+    check_codes(codes, CODEBOOK_SIZE, "reverted codes")
+    return codes
+
+
+def _meta_sha(meta: dict, key: str) -> str:
+    v = meta.get(key)
+    return str(v.get("sha256") or "") if isinstance(v, dict) else ""
+
+
+# --- the generator -----------------------------------------------------------------------------------
+class Generator:
+    """A loaded checkpoint + codec + T5 encoder; :meth:`run` writes the audio of a prompt set."""
+
+    def __init__(self, checkpoint: str | os.PathLike, codec: str, codec_weights: str | os.PathLike,
+                 text_encoder: str | os.PathLike, device: str = "auto", kappa: int | None = None,
+                 max_text_length: int = 256):
+        from ssmttm.codec import resolve_device
+        from ssmttm.models.checkpoint import MODEL_FILE, load_model
+        from ssmttm.text.embed import encoder_identity
+        from ssmttm.text.encoder import load_t5_encoder
+        from ssmttm.tokens.tokenize import open_codec
+
+        self.device = resolve_device(device)
+        self.ckpt_dir = resolve_checkpoint(checkpoint)
+        self.lm, self.meta = load_model(self.ckpt_dir, self.device, kappa)  # CheckpointError on a kappa mismatch
+        self.kappa = int(self.lm.cfg.n_codebooks)
+        self.checkpoint_sha256 = io.sha256_file(self.ckpt_dir / MODEL_FILE)
+        self.codec, self.codec_key = open_codec(codec, codec_weights, self.device)
+        if self.kappa > self.codec.n_codebooks:
+            raise GenerationError(f"checkpoint {self.ckpt_dir} models kappa={self.kappa} codebooks but codec "
+                                  f"{codec} ({codec_weights}) has only {self.codec.n_codebooks}")
+        if self.codec.cardinality != CODEBOOK_SIZE:
+            raise GenerationError(f"codec {codec} ({codec_weights}) has {self.codec.cardinality} codes per "
+                                  f"codebook; the LM predicts {CODEBOOK_SIZE}")
+        want = _meta_sha(self.meta, "codec")
+        if want and want != self.codec.weights_sha256:
+            raise GenerationError(f"checkpoint {self.ckpt_dir} was trained on codec tokens of sha256 {want[:12]}, "
+                                  f"but --codec-weights {codec_weights} has sha256 {self.codec.weights_sha256[:12]}")
+        self.text_key, self.text_sha256 = encoder_identity(text_encoder)
+        want = _meta_sha(self.meta, "text_encoder")
+        if want and want != self.text_sha256:
+            raise GenerationError(f"checkpoint {self.ckpt_dir} was trained with text encoder sha256 {want[:12]}, "
+                                  f"but --text-encoder {text_encoder} has sha256 {self.text_sha256[:12]}")
+        self.encoder, self.tokenizer = load_t5_encoder(text_encoder, str(self.device))
+        d = int(self.encoder.config.d_model)
+        if d != self.lm.cfg.text_dim:
+            raise GenerationError(f"--text-encoder {text_encoder} gives {d}-d states but checkpoint "
+                                  f"{self.ckpt_dir} expects text_dim={self.lm.cfg.text_dim}")
+        self.max_text_length = int(max_text_length)
+
+    def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Each unique text once -> {text: float32 [L, text_dim]} (values rounded through float16,
+        as the text store holds them for training)."""
+        from ssmttm.text.embed import tokenize
+        from ssmttm.text.encoder import forward
+
+        uniq = list(dict.fromkeys(texts))
+        ids, truncated = tokenize(self.tokenizer, uniq, self.max_text_length)
+        for i in truncated:
+            log.warning("prompt truncated to %d tokens: %.80r", self.max_text_length, uniq[i])
+        out: dict[str, np.ndarray] = {}
+        for s in range(0, len(uniq), TEXT_BATCH):
+            states = forward(self.encoder, ids[s:s + TEXT_BATCH], self.tokenizer.pad_token_id)
+            for text, h in zip(uniq[s:s + TEXT_BATCH], states):
+                h16 = h.astype(np.float16)
+                if not np.all(np.isfinite(h16)):
+                    raise GenerationError(f"text encoder states of prompt {text[:80]!r} are not finite in float16")
+                out[text] = h16.astype(np.float32)
+        return out
+
+    def generate_codes(self, states: list[np.ndarray], uncond: np.ndarray, n_tokens: int,
+                       cfg: smp.SamplingConfig, seed: int):
+        """-> codes [B, kappa, n_tokens] int64 on CPU (reverted, all in [0, 1024))."""
+        return revert_codes(generate_cached(self.lm, states, uncond, n_tokens, cfg, seed))
+
+    def decode(self, codes) -> np.ndarray:
+        """codes [B, kappa, T] -> audio [B, T * hop] float32 from the codec's first kappa codebooks."""
+        check_codes(codes, CODEBOOK_SIZE, f"codes given to codec {self.codec.name}")
+        return self.codec.decode(codes).numpy()[:, 0]
+
+    def run(self, prompts: list[tuple[str, str]], out_dir: str | os.PathLike, n_tokens: int,
+            cfg: smp.SamplingConfig, seed: int = 0, batch_size: int = 8, audio_format: str = "wav",
+            prompt_set: str = "") -> dict:
+        """Generate every prompt, write audio + sidecars, then index.json; returns the index."""
+        from ssmttm import audio
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        enc = self.encode_texts([t for _, t in prompts] + [""])
+        sr = int(self.codec.sample_rate)
+        settings = {"seed": int(seed), "checkpoint": str(self.ckpt_dir), "checkpoint_sha256": self.checkpoint_sha256,
+                    "kappa": self.kappa, **cfg.to_dict(), "n_tokens": int(n_tokens),
+                    "seconds": n_tokens / self.codec.frame_rate, "codec": self.codec.name,
+                    "codec_weights": self.codec_key, "codec_sha256": self.codec.weights_sha256,
+                    "decode_kappa": self.kappa, "text_encoder": self.text_key, "text_encoder_sha256": self.text_sha256,
+                    "sample_rate": sr, "variant": self.lm.cfg.variant, "step": self.meta.get("step"),
+                    "prompt_set": prompt_set}
+        items, rejected, gen_s = [], [], 0.0
+        for b in range(0, len(prompts), batch_size):
+            chunk = prompts[b:b + batch_size]
+            tb = time.time()
+            codes = self.generate_codes([enc[t] for _, t in chunk], enc[""], n_tokens, cfg, seed)
+            gen_s += time.time() - tb
+            wav = self.decode(codes)
+            for (pid, text), x in zip(chunk, wav):
+                if not np.all(np.isfinite(x)):
+                    log.error("prompt %s: decoded audio has non-finite samples; skipped", pid)
+                    rejected.append({"prompt_id": pid, "reason": "non-finite decoded audio"})
+                    continue
+                name = f"{pid}.{audio_format}"
+                audio.write(out / name, x[None], sr)
+                side = {"prompt": text, "prompt_id": pid, **settings, "audio": name, "n_samples": int(x.shape[-1])}
+                io.write_json(out / f"{pid}.json", side)
+                items.append({"prompt_id": pid, "prompt": text, "audio": name, "sidecar": f"{pid}.json"})
+            log.info("generated %d/%d prompts (%.1f delayed steps/s, %d prompts per batch)",
+                     min(b + batch_size, len(prompts)), len(prompts),
+                     (n_tokens + self.kappa) / max(time.time() - tb, 1e-9), len(chunk))
+        index = {**settings, "n_prompts": len(prompts), "items": items, "rejected": rejected,
+                 "generate_seconds": round(gen_s, 3), "elapsed_s": round(time.time() - t0, 3),
+                 "frames_per_s": round(len(prompts) * (n_tokens + self.kappa) / max(gen_s, 1e-9), 2)}
+        io.write_json(out / "index.json", index)
+        return index
+
+
+# --- stage ------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from ssmttm.generate.prompts import PROMPT_SETS
+
+    p = argparse.ArgumentParser(prog="ssmttm generate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder ckpt/step_N, or a run folder (uses ckpt/last)")
+    p.add_argument("--codec", default="dac", help="codec registry name (default dac)")
+    p.add_argument("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json or a file")
+    p.add_argument("--text-encoder", required=True, help="T5 weights receipt results/weights/<key>.json or a folder")
+    p.add_argument("--prompt-set", default="demo", choices=sorted(PROMPT_SETS), help="prompt set (default demo)")
+    p.add_argument("--prompts-file", default=None, help=".txt/.csv/.json/.yaml prompts (demo and file sets)")
+    p.add_argument("--prompt", action="append", default=None, help="a prompt text (repeatable; demo set)")
+    p.add_argument("--n-tokens", type=int, default=2200, help="audio frames per clip (2200 = 25.5 s)")
+    p.add_argument("--cfg-scale", type=float, default=smp.CFG_SCALE)
+    p.add_argument("--temperature", type=float, default=smp.TEMPERATURE, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=smp.TOP_K, help="0 = no top-k filter")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (2x rows with CFG)")
+    p.add_argument("--kappa", type=int, default=None, help="expected codebooks; must match the checkpoint")
+    p.add_argument("--max-text-length", type=int, default=256, help="T5 tokens per prompt incl. </s>")
+    p.add_argument("--format", default="wav", choices=AUDIO_FORMATS)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--out-dir", required=True, help="results/generate/<exp>/seed<S>/step_N/<set>")
+    args = p.parse_args(argv)
+    if args.n_tokens < 1:
+        p.error(f"--n-tokens: must be >= 1, got {args.n_tokens}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.kappa is not None and args.kappa < 1:
+        p.error(f"--kappa: must be >= 1, got {args.kappa}")
+    if args.max_text_length < 2:
+        p.error(f"--max-text-length: must be >= 2, got {args.max_text_length}")
+    try:
+        args.sampling = smp.SamplingConfig(args.cfg_scale, args.temperature, args.top_k)
+    except smp.SamplingError as exc:
+        p.error(str(exc))
+    return args
+
+
+def main(argv: list[str]) -> int | None:
+    """``generate``: sample audio for a prompt set from one LM checkpoint."""
+    from ssmttm.codec import CodecError
+    from ssmttm.generate.prompts import PromptError, load_prompt_set
+    from ssmttm.models.checkpoint import CheckpointError
+    from ssmttm.text.encoder import TextEncoderError
+    from ssmttm.weights import MissingWeightError
+
+    logs.setup()
+    args = parse_args(argv)
+    try:
+        prompts = load_prompt_set(args.prompt_set, prompts=args.prompt, prompts_file=args.prompts_file)
+        gen = Generator(args.checkpoint, args.codec, args.codec_weights, args.text_encoder, args.device,
+                        kappa=args.kappa, max_text_length=args.max_text_length)
+    except (PromptError, CheckpointError, GenerationError, CodecError, TextEncoderError, MissingWeightError) as exc:
+        log.error("%s", exc)
+        return 2
+    index = gen.run(prompts, args.out_dir, args.n_tokens, args.sampling, seed=args.seed,
+                    batch_size=args.batch_size, audio_format=args.format, prompt_set=args.prompt_set)
+    log.info("wrote %d clips (%d rejected) to %s in %.1f s", len(index["items"]), len(index["rejected"]),
+             args.out_dir, index["elapsed_s"])
+    return 0 if index["items"] else 1

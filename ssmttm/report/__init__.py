@@ -1,0 +1,1 @@
+"""Reports: plots and tables built from the pipeline's logs and results."""

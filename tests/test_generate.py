@@ -1,0 +1,288 @@
+"""Generation: sampling, cached CFG-batched decoding of the delay pattern, the generate stage."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ssmttm import io, weights
+from ssmttm.constants import CODEBOOK_SIZE, SPECIAL_TOKEN
+from ssmttm.generate import generate as gen
+from ssmttm.generate import prompts as pr
+from ssmttm.generate import sampling as smp
+from ssmttm.models import VARIANTS, build_lm
+from ssmttm.models.checkpoint import CheckpointError, load_model, save_model
+from ssmttm.models.config import from_preset
+
+TEXT_DIM = 32  # the tiny T5's d_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _save_tiny(path, variant="prefix-simba", kappa=2, seed=0, meta=None):
+    torch.manual_seed(seed)
+    lm = build_lm(from_preset("tiny", variant, n_codebooks=kappa, text_dim=TEXT_DIM, mamba_backend="torch"))
+    return save_model(path, lm, meta if meta is not None else {"step": 7, "variant": variant})
+
+
+def _states(n=2, seed=0):
+    rng = np.random.default_rng(seed)
+    cond = [rng.standard_normal((L, TEXT_DIM)).astype(np.float32) for L in (5, 3, 7)[:n]]
+    return cond, rng.standard_normal((1, TEXT_DIM)).astype(np.float32)
+
+
+# --- sampling ----------------------------------------------------------------------------------------
+def test_top_k_keeps_exactly_k():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 1024)
+    f = smp.top_k_filter(logits, 7)
+    assert (torch.isfinite(f).sum(-1) == 7).all()
+    top = torch.topk(logits, 7, dim=-1).indices
+    gens = smp.make_generators(1, 3)
+    seen = torch.stack([smp.sample(logits, 5.0, 7, gens) for _ in range(300)])  # [300, 3, 2]
+    for r in range(3):
+        for k in range(2):
+            got = set(seen[:, r, k].tolist())
+            assert got <= set(top[r, k].tolist())
+            assert len(got) == 7  # temperature 5: all k candidates appear in 300 draws
+    assert torch.equal(smp.top_k_filter(logits, 0), logits)
+
+
+def test_temperature_to_zero_is_argmax_and_sampling_matches_probabilities():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 3, 1024)
+    assert torch.equal(smp.sample(logits, 1e-6, 0, smp.make_generators(0, 4)), logits.argmax(-1))
+    assert torch.equal(smp.sample(logits, 0.0, 250), logits.argmax(-1))
+    assert torch.equal(smp.sample(logits, 1.2, 1), logits.argmax(-1))
+    # empirical frequencies follow softmax(logits / T) over 3 candidates
+    lg = torch.tensor([[2.0, 1.0, 0.0] + [-1e9] * 5])
+    draws = torch.stack([smp.sample(lg, 1.0, 0, smp.make_generators(s, 1)) for s in range(4000)]).flatten()
+    freq = torch.bincount(draws, minlength=3)[:3].float() / 4000
+    assert torch.allclose(freq, torch.softmax(lg[0, :3], 0), atol=0.03)
+
+
+def test_cfg_combine_formula():
+    c, u = torch.tensor([1.0, 4.0]), torch.tensor([2.0, 1.0])
+    assert torch.allclose(smp.cfg_combine(c, u, 3.0), u + 3.0 * (c - u))
+    assert torch.allclose(smp.cfg_combine(c, u, 3.0), torch.tensor([-1.0, 10.0]))
+    assert torch.equal(smp.cfg_combine(c, u, 1.0), c)
+    with pytest.raises(ValueError):
+        smp.cfg_combine(c, u[:1], 3.0)
+
+
+def test_seeded_determinism_per_row():
+    logits = torch.randn(2, 4, 1024)
+    a = smp.sample(logits, 1.2, 250, smp.make_generators(3, 2))
+    b = smp.sample(logits, 1.2, 250, smp.make_generators(3, 2))
+    c = smp.sample(logits, 1.2, 250, smp.make_generators(4, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # a row's draw does not depend on the other rows of its batch
+    solo = smp.sample(logits[1:], 1.2, 250, smp.make_generators(3, 1))
+    assert torch.equal(solo[0], a[1])
+
+
+def test_sampling_config_validation():
+    with pytest.raises(smp.SamplingError, match="--temperature"):
+        smp.SamplingConfig(temperature=-1)
+    with pytest.raises(smp.SamplingError, match="--top-k"):
+        smp.SamplingConfig(top_k=-3)
+    assert smp.SamplingConfig(temperature=0).greedy
+
+
+# --- decoding ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_generation_every_variant(tmp_path, variant):
+    kappa, n = 3, 10
+    _save_tiny(tmp_path / "ck", variant, kappa=kappa)
+    lm, _ = load_model(tmp_path / "ck", "cpu", kappa=kappa)
+    cond, unc = _states(2)
+    cfg = smp.SamplingConfig()
+    seq = gen.generate_cached(lm, cond, unc, n, cfg, seed=0)
+    assert seq.shape == (2, kappa, n + kappa)
+    assert (seq[:, :, 0] == SPECIAL_TOKEN).all()  # BOS column
+    from ssmttm import pattern
+
+    filler = ~pattern.valid_mask(kappa, n)
+    assert (seq[:, torch.from_numpy(filler)] == SPECIAL_TOKEN).all()
+    codes = gen.revert_codes(seq)
+    assert codes.shape == (2, kappa, n)
+    assert int(codes.min()) >= 0 and int(codes.max()) < CODEBOOK_SIZE
+    assert torch.equal(codes, gen.revert_codes(gen.generate_cached(lm, cond, unc, n, cfg, seed=0)))
+    assert not torch.equal(codes, gen.revert_codes(gen.generate_cached(lm, cond, unc, n, cfg, seed=1)))
+
+
+@pytest.mark.parametrize("variant", ["prefix-simba", "cross-transformer"])
+def test_cached_equals_naive_full_recompute(tmp_path, variant):
+    _save_tiny(tmp_path / "ck", variant, kappa=2)
+    lm, _ = load_model(tmp_path / "ck", "cpu")
+    cond, unc = _states(3)
+    greedy = smp.SamplingConfig(cfg_scale=3.0, temperature=0.0, top_k=1)
+    a = gen.generate_cached(lm, cond, unc, 16, greedy, seed=0)
+    b = gen.generate_naive(lm, cond, unc, 16, greedy, seed=0)
+    assert torch.equal(a, b)
+    # and with the paper's sampling: same seed, same per-row noise -> same tokens
+    cfg = smp.SamplingConfig()
+    assert torch.equal(gen.generate_cached(lm, cond, unc, 12, cfg, 5), gen.generate_naive(lm, cond, unc, 12, cfg, 5))
+
+
+def test_cfg_one_lm_call_per_step_with_2b_rows(tmp_path, monkeypatch):
+    _save_tiny(tmp_path / "ck", "prefix-simba", kappa=2)
+    lm, _ = load_model(tmp_path / "ck", "cpu")
+    calls = []
+    real_step, real_prefill = lm.step, lm.prefill
+    monkeypatch.setattr(lm, "step", lambda x, c: calls.append(("step", x.shape[0])) or real_step(x, c))
+    monkeypatch.setattr(lm, "prefill", lambda c: calls.append(("prefill", c.pos.shape[0])) or real_prefill(c))
+    monkeypatch.setattr(lm, "forward", lambda *a, **k: pytest.fail("full forward during cached decoding"))
+    cond, unc = _states(3)
+    n, kappa = 9, 2
+    gen.generate_cached(lm, cond, unc, n, smp.SamplingConfig(), seed=0)
+    assert calls[0] == ("prefill", 6)
+    assert calls[1:] == [("step", 6)] * (n + kappa - 1)
+
+
+def test_oov_tokens_fail_clearly(tmp_path, monkeypatch):
+    _save_tiny(tmp_path / "ck", "prefix-simba", kappa=2)
+    lm, _ = load_model(tmp_path / "ck", "cpu")
+    cond, unc = _states(1)
+    monkeypatch.setattr(smp, "sample", lambda logits, *a, **k: torch.full(logits.shape[:-1], 1030))
+    with pytest.raises(gen.GenerationError, match="out-of-vocabulary token id 1030"):
+        gen.generate_cached(lm, cond, unc, 5, smp.SamplingConfig(), seed=0)
+    bad = torch.zeros(1, 2, 5, dtype=torch.long)
+    bad[0, 1, 3] = SPECIAL_TOKEN
+    with pytest.raises(gen.GenerationError, match="out-of-vocabulary token id 1024"):
+        gen.check_codes(bad, CODEBOOK_SIZE, "codes given to codec dac")
+
+
+def test_resolve_checkpoint_from_run_dir(tmp_path):
+    ck = _save_tiny(tmp_path / "run" / "ckpt" / "step_0000007")
+    assert gen.resolve_checkpoint(ck) == ck
+    io.write_text(tmp_path / "run" / "ckpt" / "last", "step_0000007\n")
+    assert gen.resolve_checkpoint(tmp_path / "run") == ck
+    io.write_text(tmp_path / "run" / "ckpt" / "last", "step_0000099\n")
+    with pytest.raises(gen.GenerationError, match="step_0000099"):
+        gen.resolve_checkpoint(tmp_path / "run")
+
+
+# --- prompts -----------------------------------------------------------------------------------------
+def test_prompt_sets(tmp_path):
+    assert pr.load_prompt_set("demo", prompts=["a", "b"]) == [("p000", "a"), ("p001", "b")]
+    assert len(pr.load_prompt_set("demo")) == len(pr.DEMO_PROMPTS)
+    (tmp_path / "p.txt").write_text("# comment\npiano\n\nrock song\n")
+    assert pr.load_prompt_set("file", prompts_file=tmp_path / "p.txt") == [("p000", "piano"), ("p001", "rock song")]
+    (tmp_path / "p.csv").write_text("prompt_id,caption\nx1,jazz\nx2,\"soft, calm\"\n")
+    assert pr.read_prompts_file(tmp_path / "p.csv") == [("x1", "jazz"), ("x2", "soft, calm")]
+    (tmp_path / "p.yaml").write_text("prompts:\n  - {id: a1, text: metal}\n  - folk\n")
+    assert pr.read_prompts_file(tmp_path / "p.yaml") == [("a1", "metal"), ("p001", "folk")]
+    (tmp_path / "p.json").write_text(json.dumps({"k1": "x", "k2": "y"}))
+    assert pr.read_prompts_file(tmp_path / "p.json") == [("k1", "x"), ("k2", "y")]
+    (tmp_path / "bad.json").write_text(json.dumps({"../evil": "x"}))
+    with pytest.raises(pr.PromptError, match="not a safe file name"):
+        pr.read_prompts_file(tmp_path / "bad.json")
+    (tmp_path / "dup.json").write_text(json.dumps([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]))
+    with pytest.raises(pr.PromptError, match="'a' appears twice"):
+        pr.read_prompts_file(tmp_path / "dup.json")
+    with pytest.raises(pr.PromptError, match="--prompts-file"):
+        pr.load_prompt_set("file")
+    with pytest.raises(pr.PromptError, match="unknown"):
+        pr.load_prompt_set("musiccapz")
+
+
+# --- the stage end to end ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def receipts(tmp_path_factory):
+    from ssmttm.codec.dac import build_tiny_dac
+    from ssmttm.text.encoder import build_tiny_t5
+
+    root = tmp_path_factory.mktemp("weights")
+    dac = build_tiny_dac(root / "src" / "dac_tiny.pth", seed=0)
+    t5 = build_tiny_t5(root / "src" / "t5_tiny", seed=0)
+    weights.fetch("dac_tiny", str(dac), root / "weights", licence="MIT")
+    weights.fetch("t5_tiny", str(t5), root / "weights", licence="Apache-2.0")
+    return root / "weights" / "dac_tiny.json", root / "weights" / "t5_tiny.json"
+
+
+def _argv(ck, receipts, out, *extra):
+    dac, t5 = receipts
+    return ["--checkpoint", str(ck), "--codec", "dac", "--codec-weights", str(dac), "--text-encoder", str(t5),
+            "--n-tokens", "40", "--device", "cpu", "--out-dir", str(out), *extra]
+
+
+def test_stage_end_to_end(tmp_path, receipts):
+    ck = _save_tiny(tmp_path / "run" / "ckpt" / "step_0000007", kappa=2)
+    io.write_text(tmp_path / "run" / "ckpt" / "last", "step_0000007")
+    out = tmp_path / "gen" / "demo"
+    rc = gen.main(_argv(tmp_path / "run", receipts, out, "--prompt", "a calm piano piece",
+                        "--prompt", "an energetic rock track", "--seed", "3", "--batch-size", "1"))
+    assert rc == 0
+    index = io.read_json(out / "index.json")
+    assert [it["prompt_id"] for it in index["items"]] == ["p000", "p001"] and index["rejected"] == []
+    for it in index["items"]:
+        info = sf.info(str(out / it["audio"]))
+        assert info.samplerate == 44100 and info.channels == 1 and info.frames == 40 * 512
+        side = io.read_json(out / it["sidecar"])
+        for key in ("prompt", "prompt_id", "seed", "checkpoint", "checkpoint_sha256", "kappa", "cfg_scale",
+                    "temperature", "top_k", "n_tokens", "seconds", "codec", "decode_kappa"):
+            assert key in side, key
+        assert side["kappa"] == side["decode_kappa"] == 2 and side["seed"] == 3 and side["n_tokens"] == 40
+        assert side["checkpoint_sha256"] == io.sha256_file(ck / "model.safetensors")
+        assert side["cfg_scale"] == 3.0 and side["temperature"] == 1.2 and side["top_k"] == 250
+        assert abs(side["seconds"] - 40 / (44100 / 512)) < 1e-6
+    a = sf.read(str(out / "p000.wav"))[0]
+    assert np.abs(a).max() > 0 and not np.allclose(a, sf.read(str(out / "p001.wav"))[0])
+    # same seed, batched differently -> the same audio (per-prompt generators)
+    out2 = tmp_path / "gen2"
+    assert gen.main(_argv(ck, receipts, out2, "--prompt", "a calm piano piece", "--prompt",
+                          "an energetic rock track", "--seed", "3", "--batch-size", "2")) == 0
+    assert np.allclose(sf.read(str(out2 / "p000.wav"))[0], a, atol=1e-4)
+
+
+def test_stage_errors(tmp_path, receipts, capsys):
+    ck = _save_tiny(tmp_path / "ck", kappa=2)
+    with pytest.raises(CheckpointError, match="kappa=2 codebooks, but kappa=3"):
+        gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu", kappa=3)
+    assert gen.main(_argv(ck, receipts, tmp_path / "o", "--kappa", "3")) == 2
+    assert "kappa=3 was requested" in capsys.readouterr().err  # logged to stderr, naming the checkpoint
+    big = _save_tiny(tmp_path / "ck5", kappa=5)
+    with pytest.raises(gen.GenerationError, match="kappa=5 codebooks but codec dac .* has only 4"):
+        gen.Generator(big, "dac", receipts[0], receipts[1], "cpu")
+    wrong = _save_tiny(tmp_path / "ckw", kappa=2, meta={"codec": {"key": "dac_44khz", "sha256": "ab" * 32}})
+    with pytest.raises(gen.GenerationError, match="codec tokens of sha256 abab"):
+        gen.Generator(wrong, "dac", receipts[0], receipts[1], "cpu")
+    g = gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu")
+    codes = torch.zeros(1, 2, 4, dtype=torch.long)
+    codes[0, 0, 2] = 1500
+    with pytest.raises(gen.GenerationError, match="out-of-vocabulary token id 1500"):
+        g.decode(codes)
+    with pytest.raises(SystemExit):
+        gen.main(_argv(ck, receipts, tmp_path / "o", "--temperature", "-1"))
+
+
+def test_bench_runs_and_checks_equality(repo, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generation_speed", repo / "bench" / "generation_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rc = bench.main(["--n-tokens", "24", "--naive-steps", "8", "--greedy-tokens", "10", "--kappa", "1"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert rc == 0 and last.startswith("speedup=") and "greedy_equal=True" in last
+    assert "naive_timing=extrapolated" in last and "sampled_equal=1.0000" in last
+
+
+def test_prompt_set_stage_round_trip(tmp_path):
+    out = tmp_path / "demo.json"
+    assert pr.main(["--name", "demo", "--json", json.dumps({"p0": "calm piano", "p1": "rock"}), "--out", str(out)]) == 0
+    assert pr.load_prompt_set("demo", prompts_file=out) == [("p0", "calm piano"), ("p1", "rock")]
+    assert pr.main(["--name", "demo", "--out", str(tmp_path / "d.json")]) == 0
+    assert pr.read_prompts_file(tmp_path / "d.json") == pr.DEMO_PROMPTS
+    assert pr.main(["--json", "{not json", "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
