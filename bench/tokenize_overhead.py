@@ -121,6 +121,37 @@ def dataset_throughput(root: Path, df: pd.DataFrame, text_dir: Path, n_items: in
     return rate
 
 
+def train_consumption(root: Path, text_dir: Path, batch: int = 4, steps: int = 3) -> float | None:
+    """Samples/s a training step consumes: the tiny Prefix SiMBA (the demo's trainer) on the same
+    synthetic shard, full 2584-frame items, forward + backward + AdamW, median of ``steps``."""
+    try:
+        import torch
+
+        from ssmttm.models import build_lm
+        from ssmttm.models.config import from_preset
+        from ssmttm.tokens.dataset import TokenDataset, collate
+    except ImportError as exc:
+        print(f"train step: skipped ({exc})")
+        return None
+    ds = TokenDataset(root / "synthetic_tokens", text_dir, kappa=1, split="train")
+    b = collate([ds[i] for i in range(batch)])
+    torch.manual_seed(0)
+    lm = build_lm(from_preset("tiny", "prefix-simba", text_dim=b["text"].shape[-1], mamba_backend="torch"))
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-4)
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        loss = lm.loss(lm(b["codes"], b["text"].float(), b["text_mask"]), b["codes"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t)
+    step = float(np.median(times[1:]))
+    rate = batch / step
+    print(f"train step: tiny prefix-simba, batch {batch} x 2588 frames: {step:.3f} s/step = {rate:.1f} samples/s consumed")
+    return rate
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", type=int, default=4)
@@ -165,11 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         tiny = load_codec("dac", build_tiny_dac(root / "dac_tiny.pth"), device)
         time_codec("dac_tiny", tiny, clips, captions, audios, args.batch_size, args.repeat, root)
         rate = dataset_throughput(root, df, text_dir, args.dataset_items) if text_dir else None
+        consumed = train_consumption(root, text_dir) if rate is not None else None
     ok = "yes" if overhead <= 0.15 else "no"
     rate_s = f"{rate:.1f}" if rate is not None else "n/a"
-    # what one training step consumes (sequences/s) depends on the LM's step time: filled in by the
-    # training benchmark; the paper's step is 128 sequences (4 x 32 accumulation, REFERENCE.md 1).
-    print(f"overhead={overhead:.4f} target_met={ok} dataset_samples_per_s={rate_s} train_step_samples_per_s=n/a")
+    # A paper-size step (128 sequences, REFERENCE.md 1) on a GPU consumes far fewer samples/s than
+    # the tiny CPU model measured here, so the dataset's headroom there is larger still.
+    used_s = f"{consumed:.1f}" if consumed is not None else "n/a"
+    headroom = f"{rate / consumed:.0f}" if rate is not None and consumed else "n/a"
+    print(f"overhead={overhead:.4f} target_met={ok} dataset_samples_per_s={rate_s} "
+          f"train_step_samples_per_s={used_s} dataset_headroom={headroom}")
     return 0
 
 
