@@ -1,6 +1,7 @@
 # ssmttm: text-to-music with state-space models, end to end (arXiv 2601.14786).
 #   snakemake --cores N                                  the paper reproduction (config.yaml)
 #   snakemake --cores 2 --configfile config/demo.yaml    the same DAG on the offline demo corpus
+# After a run, `snakemake --report report.html` (same --configfile) writes the HTML report.
 # Stages live in rules/<stage>.smk; their logic lives in the ssmttm package.
 import os
 
@@ -12,6 +13,9 @@ min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+report: "rules/report/workflow.rst"
 
 
 # Fails before any job, naming every wrong key (rules/schemas/config.schema.yaml).
@@ -33,6 +37,8 @@ include: "rules/models.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
 include: "rules/plots.smk"
+include: "rules/eval.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -45,3 +51,7 @@ rule all:
         rules.train_all.input,
         rules.generate_all.input,
         rules.loss_curves.output,
+        rules.evaluate_all.input,
+        rules.tables.output,
+        rules.claims.output,
+        rules.report_pages.output,

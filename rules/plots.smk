@@ -7,7 +7,9 @@ rule loss_curves:
         [f"{run_dir(exp, seed)}/done.json" for exp, seed in RUNS],
     output:
         [f"{PLOTS_DIR}/loss/{exp}_seed{seed}.{ext}" for exp, seed in RUNS for ext in ("png", "svg")],
-        [f"{PLOTS_DIR}/loss/all.{ext}" for ext in ("png", "svg")],
+        report(f"{PLOTS_DIR}/loss/all.png", caption="report/loss_curves.rst", category="Training",
+               labels={"figure": "training loss, every run"}),
+        f"{PLOTS_DIR}/loss/all.svg",
     log:
         f"{LOGS}/loss_curves.log",
     benchmark:

@@ -62,7 +62,7 @@ rule train:
         tokens=TOKENS_DIR,
         text=TEXT_DIR,
         flags=_train_flags,
-    threads: 2
+    threads: TRAIN["threads"]
     resources:
         mem_mb=16000,
         gpu=lambda w: device_gpus(_train_opt(w.exp, "device")),

@@ -32,6 +32,13 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "train": ("ssmttm.train.loop", "main", "train one experiment x seed (resumes from its last checkpoint)"),
     "prompt-set": ("ssmttm.generate.prompts", "main", "write a prompt set as JSON"),
     "generate": ("ssmttm.generate.generate", "main", "sample a checkpoint on a prompt set, decode to audio"),
+    "reference-audio": ("ssmttm.eval.reference", "main", "fetch/cut the reference clips of the prompt set"),
+    "resynth": ("ssmttm.eval.resynth", "main", "reference clips through the codec at kappa codebooks"),
+    "evaluate": ("ssmttm.eval.evaluate", "main", "one metric on one system's audio (rows with protocol + CI)"),
+    "tables": ("ssmttm.report.tables", "main", "study tables (CSV/Markdown/LaTeX) and evaluation curves"),
+    "claims": ("ssmttm.report.claims", "main", "recompute the paper's data and FLOPs claims from this run"),
+    "report-pages": ("ssmttm.report.pages", "main", "HTML pages (tables, licence audit, audio) for snakemake --report"),
+    "readme-results": ("ssmttm.report.pages", "main_readme", "paste the demo's tables into README.md"),
     "loss-curves": ("ssmttm.report.curves", "main", "training-loss plots per run and overlaid"),
     "envs": ("ssmttm.envs", "main", "write envs/*.yaml from the lock files"),
 }

@@ -102,8 +102,53 @@ def _semantic_errors(cfg: dict) -> list[str]:
         for step in exp["checkpoints"]:
             if step > exp["steps"]:
                 errors.append(f"config key experiments.{name}.checkpoints: step {step} > steps {exp['steps']}")
+    errors += _evaluation_errors(cfg, models)
     if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
         errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
+    return errors
+
+
+def _evaluation_errors(cfg: dict, models: dict) -> list[str]:
+    """Prompt source, metric models and studies must name things that exist (and will run)."""
+    from ssmttm.eval.metrics import METRICS  # a dict of names: no heavy import
+
+    errors = []
+    src = cfg["generate"].get("prompts_source")
+    if src is not None and src not in cfg["source"]["metadata"]:
+        errors.append(f"config key generate.prompts_source: {src!r} is not a key of source.metadata "
+                      f"(known: {sorted(cfg['source']['metadata'])})")
+    from ssmttm.generate.prompts import PROMPT_SETS, set_options
+
+    gen = cfg["generate"]
+    if gen["prompt_set"] not in PROMPT_SETS:
+        errors.append(f"config key generate.prompt_set: {gen['prompt_set']!r} is not a prompt set "
+                      f"(known: {sorted(PROMPT_SETS)})")
+    for name, opts in gen.get("prompt_options", {}).items():
+        if name not in PROMPT_SETS:
+            errors.append(f"config key generate.prompt_options.{name}: not a prompt set (known: {sorted(PROMPT_SETS)})")
+            continue
+        bad = sorted(set(opts) - set(set_options(name)))
+        if bad:
+            errors.append(f"config key generate.prompt_options.{name}: unknown options {bad} "
+                          f"(known: {set_options(name)})")
+    ev = cfg["evaluation"]
+    for metric in ev["metrics"]:
+        for role in METRICS[metric].weights:
+            entry = ev["models"].get(role)
+            if entry not in models:
+                errors.append(f"config key evaluation.models.{role}: {entry!r} (needed by metric {metric}) is not "
+                              f"a key of weights.models (known: {sorted(models)})")
+    if "attributes" in ev["metrics"] and not ev.get("truth"):
+        errors.append("config key evaluation.truth: metric 'attributes' needs a truth table (track_id, bpm, key, "
+                      "mode, drums)")
+    enabled = {n for n, e in cfg["experiments"].items() if e.get("enabled", True)}
+    for name, study in cfg.get("studies", {}).items():
+        for exp in study["experiments"]:
+            if exp not in cfg["experiments"]:
+                errors.append(f"config key studies.{name}.experiments: {exp!r} is not an experiment "
+                              f"(known: {sorted(cfg['experiments'])})")
+            elif exp not in enabled:
+                errors.append(f"config key studies.{name}.experiments: experiment {exp!r} has enabled: false")
     return errors
 
 

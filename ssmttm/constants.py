@@ -34,6 +34,7 @@ METADATA_FILES = {
     "tar_sha256": "raw_30s_audio_sha256_tars.txt",
     "track_sha256": "raw_30s_audio_sha256_tracks.txt",
     "song_describer": "song_describer.csv",
+    "musiccaps": "musiccaps-public.csv",
 }
 
 # --- Codec tokens (REFERENCE.md sections 1-2) ----------------------------------------------------

@@ -17,16 +17,23 @@ from ssmttm import io
 
 BASE = ["numpy", "pandas", "pyarrow", "pyyaml", "jsonschema", "soundfile", "soxr", "tqdm", "requests"]
 STAGES: dict[str, list[str]] = {
-    "data": BASE + ["huggingface-hub", "matplotlib"],
+    "data": BASE + ["huggingface-hub", "matplotlib", "markdown"],
     "vocals": BASE + ["torch", "demucs", "lameenc"],
     "captions": BASE + ["torch", "transformers", "tokenizers", "safetensors", "huggingface-hub"],
     "tokens": BASE + ["torch", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
     "models": BASE + ["torch", "safetensors"],
     "train": BASE + ["torch", "safetensors", "tensorboard", "descript-audio-codec", "transformers", "tokenizers"],
+    # evaluation: reference audio (yt-dlp), codec re-synthesis, metric models, librosa attributes
+    "eval": BASE + ["torch", "descript-audio-codec", "transformers", "tokenizers", "safetensors", "librosa",
+                    "laion-clap", "hear21passt", "timm", "frechet-audio-distance", "yt-dlp", "markdown"],
     # the demo mirror builds tiny weights of every model class the demo loads
-    "demo": BASE + ["torch", "demucs", "descript-audio-codec", "transformers", "tokenizers", "safetensors"],
+    "demo": BASE + ["torch", "demucs", "descript-audio-codec", "transformers", "tokenizers", "safetensors",
+                    "laion-clap", "hear21passt", "timm"],
 }
 PYTHON = "3.11"
+# Conda-forge packages a stage needs that PyPI does not provide: yt-dlp hands MusicCaps audio over
+# as m4a/webm, which only ffmpeg decodes (ssmttm/eval/reference.py).
+CONDA_EXTRAS: dict[str, list[str]] = {"eval": ["ffmpeg=7.1"]}
 # Installer tooling that pip freeze leaves out and conda provides.
 TOOLING = {"pip", "setuptools", "wheel"}
 
@@ -82,6 +89,7 @@ def render(stage: str, pins: dict[str, str], lock_name: str) -> str:
         "  - nodefaults",
         "dependencies:",
         f"  - python={PYTHON}",
+        *(f"  - {pkg}" for pkg in CONDA_EXTRAS.get(stage, [])),
         "  - pip",
         "  - pip:",
     ]

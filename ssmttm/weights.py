@@ -312,3 +312,28 @@ def main(argv: list[str]) -> int:
         log.error("%s", exc)
         return 1
     return 0
+
+
+def load_torch_file(path: str | os.PathLike, error: type[Exception], label: str, safe_globals: list | None = None):
+    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the model and the file.
+
+    A file that pickles anything but tensors and plain containers is refused (``weights_only``);
+    ``safe_globals`` admits extra data-only reconstructors for this one load (e.g. numpy scalars in a
+    checkpoint's training metadata). Raises ``error`` for a missing, refused or unreadable file.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{label}: weights file {path} not found (fetch it with the `weights` stage)")
+    try:
+        with torch.serialization.safe_globals(safe_globals or []):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise error(f"{label}: {path} refused: it pickles objects other than tensors and plain containers "
+                    f"(loaded with weights_only=True): {str(exc)[:300]}") from exc
+    except Exception as exc:  # zip/format errors: RuntimeError, EOFError, ...
+        raise error(f"{label}: {path} is not a readable PyTorch weights file ({type(exc).__name__}: "
+                    f"{str(exc)[:300]})") from exc

@@ -117,3 +117,22 @@ def test_experiment_checks(paper):
     exp["train"], exp["model"], exp["generate_at"] = {"lr": 3e-4}, {"d_model": 64}, [5000]
     cfg = config.validate(paper)
     assert cfg["experiments"]["simba_k1"]["enabled"] is True
+
+
+def test_evaluation_and_study_checks(paper):
+    paper["studies"]["curves"]["experiments"] = ["simba_k1", "simba_k9"]
+    paper["studies"]["variants"]["experiments"] = ["mamba_21k"]
+    paper["experiments"]["mamba_21k"]["enabled"] = False
+    paper["evaluation"]["models"]["passt"] = "passt_v2"
+    paper["generate"]["prompt_options"]["musiccaps"] = {"subset": "random", "nn": 5}
+    paper["generate"]["prompts_source"] = "musicaps"
+    paper["evaluation"]["metrics"] = ["kl_passt", "attributes"]
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(copy.deepcopy(paper))
+    msg = str(e.value)
+    assert "studies.curves.experiments: 'simba_k9' is not an experiment" in msg
+    assert "studies.variants.experiments: experiment 'mamba_21k' has enabled: false" in msg
+    assert "evaluation.models.passt: 'passt_v2' (needed by metric kl_passt) is not a key of weights.models" in msg
+    assert "generate.prompt_options.musiccaps: unknown options ['nn']" in msg
+    assert "generate.prompts_source: 'musicaps' is not a key of source.metadata" in msg
+    assert "evaluation.truth: metric 'attributes' needs a truth table" in msg

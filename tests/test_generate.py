@@ -286,3 +286,19 @@ def test_prompt_set_stage_round_trip(tmp_path):
     assert pr.read_prompts_file(tmp_path / "d.json") == pr.DEMO_PROMPTS
     assert pr.main(["--json", "{not json", "--out", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_one_job_samples_several_checkpoints(tmp_path, receipts, capsys):
+    a = _save_tiny(tmp_path / "ckpt" / "step_0000010", seed=0, meta={"step": 10, "variant": "prefix-simba"})
+    b = _save_tiny(tmp_path / "ckpt" / "step_0000020", seed=1, meta={"step": 20, "variant": "prefix-simba"})
+    argv = _argv(a, receipts, tmp_path / "g10", "--checkpoint", str(b), "--out-dir", str(tmp_path / "g20"),
+                 "--prompt", "a calm piano piece", "--seed", "3")
+    assert gen.main(argv) == 0
+    i10, i20 = io.read_json(tmp_path / "g10/index.json"), io.read_json(tmp_path / "g20/index.json")
+    assert (i10["step"], i20["step"]) == (10, 20)
+    assert i10["checkpoint_sha256"] == io.sha256_file(a / "model.safetensors") != i20["checkpoint_sha256"]
+    # the second checkpoint samples exactly as it would in a job of its own
+    assert gen.main(_argv(b, receipts, tmp_path / "alone", "--prompt", "a calm piano piece", "--seed", "3")) == 0
+    assert np.allclose(sf.read(str(tmp_path / "g20/p000.wav"))[0], sf.read(str(tmp_path / "alone/p000.wav"))[0])
+    with pytest.raises(SystemExit):  # one --out-dir per --checkpoint
+        gen.main(_argv(a, receipts, tmp_path / "x", "--checkpoint", str(b)))

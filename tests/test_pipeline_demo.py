@@ -148,7 +148,8 @@ def test_every_variant_trained_and_generated(demo):
     from ssmttm.models.checkpoint import load_model
 
     runs = sorted((demo / "results/train").glob("*/seed0/done.json"))
-    assert len(runs) == 5
+    assert len(runs) == 6
+    prompts = json.loads((demo / "results/generate/prompts/song_describer.json").read_text())["prompts"]
     for done in runs:
         run = done.parent
         log = pd.read_csv(run / "log.csv")
@@ -157,10 +158,113 @@ def test_every_variant_trained_and_generated(demo):
         lm, meta = load_model(run / "ckpt" / Path(last).name)
         assert meta["licences"]["preset"] == "paper" and meta["manifest_sha256"]
         assert (run / "ckpt" / Path(last).name / "MODEL_CARD.md").exists()
-        index = demo / f"results/generate/{run.parent.name}/seed0/step_0000200/demo/index.json"
+        index = demo / f"results/generate/{run.parent.name}/seed0/step_0000200/song_describer/index.json"
         items = json.loads(index.read_text())["items"]
-        assert len(items) == 2
+        assert len(items) == len(prompts) == 7  # one caption per Song Describer track (4 in the corpus, 3 not)
         info = sf.info(str(index.parent / items[0]["audio"]))
-        assert info.samplerate == 44100 and info.frames == 172 * 512
+        assert info.samplerate == 44100 and info.frames == 430 * 512
     for ext in ("png", "svg"):
         assert (demo / f"results/plots/loss/all.{ext}").stat().st_size > 1000
+
+
+# --- evaluation (issue 6) ---------------------------------------------------------------------------
+
+def scheduled_jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    import re
+
+    jobs, rule = [], None
+    for line in output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            rule = m.group(1)
+            jobs.append((rule, ""))
+            continue
+        m = re.match(r"^wildcards: (.*)$", line.strip())
+        if m and rule is not None and jobs and jobs[-1][0] == rule:
+            jobs[-1] = (rule, m.group(1))
+    return jobs
+
+
+AGGREGATES = {"tables", "report_pages", "loss_curves", "all", "evaluate_all", "train_all", "generate_all"}
+
+
+def test_evaluation_tables_cover_every_system(demo):
+    scores = pd.read_csv(demo / "results/tables/all_scores.csv")
+    gen = scores[scores["system_kind"] == "generated"]
+    for exp in ("simba_k1", "transformer_k1", "mamba_k1", "cross_simba_k1", "simba_small", "transformer_small"):
+        rows = gen[gen["experiment"] == exp]
+        assert set(rows["seed"].astype(int)) == {0, 1, 2}, exp
+        assert {"fad_vggish", "kl_passt", "clap_score", "fd_logmel", "tempo_acc", "drums_acc"} <= set(
+            rows["metric"]), exp
+    curve = gen[gen["experiment"] == "simba_k1"]
+    assert set(curve["step"].astype(int)) == {50, 100, 200}
+    assert {"ground_truth", "resynth"} <= set(scores["system_kind"])
+    # random-init metric models are pipeline checks; the training-free metrics are scores
+    status = dict(zip(gen["metric"], gen["status"]))
+    assert status["fad_vggish"] == status["kl_passt"] == status["clap_score"] == "pipeline check, not a score"
+    assert status["fd_logmel"] == status["tempo_acc"] == "score"
+    fd = gen[gen["metric"] == "fd_logmel"]
+    assert (fd["value"] > 0).all() and (fd["ci_low"] <= fd["value"]).all() and (fd["value"] <= fd["ci_high"]).all()
+    vgg = gen[gen["metric"] == "fad_vggish"].iloc[0]
+    assert vgg["model"] == "vggish" and vgg["checkpoint"] == "vggish_tiny.pth" and len(vgg["checkpoint_sha256"]) == 64
+    assert vgg["sample_rate"] == 16000 and vgg["n"] > 0
+    for study in ("variants", "curves", "scaling_down"):
+        for ext in ("csv", "md", "tex"):
+            assert (demo / f"results/tables/{study}.{ext}").stat().st_size > 200
+    md = (demo / "results/tables/variants.md").read_text()
+    assert "†" in md and "MusicGen" in md
+    for x in ("steps", "flops"):
+        assert (demo / f"results/plots/eval/curves_vs_{x}.png").stat().st_size > 5000
+    claims = pd.read_csv(demo / "results/tables/claims.csv")
+    assert len(claims) >= 2
+
+
+def test_reference_availability_names_missing_clips(demo):
+    avail = pd.read_csv(demo / "results/eval/reference/song_describer/availability.tsv", sep="\t", dtype=str,
+                        keep_default_na=False)
+    assert (avail["status"].isin(["fetched", "cached"])).sum() >= 2
+    missing = avail[avail["status"] == "missing"]
+    assert len(missing) >= 3 and (missing["reason"].str.len() > 5).all()  # 3 SDD tracks are not in the corpus
+
+
+def test_html_report_embeds_tables_licences_and_audio(repo, demo):
+    page = (demo / "results/report/audio/simba_k1.html").read_text()
+    assert page.count("data:audio/wav;base64,") == 2
+    assert "Attribution" in (demo / "results/report/licences.html").read_text()
+    snakemake(repo, demo, "--report", "report.html")
+    html = (demo / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000 and "curves_vs_steps.png" in html and "licences.html" in html
+
+
+def test_adding_an_experiment_schedules_only_its_jobs(repo, demo, tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("experiments:\n  simba_extra: {variant: prefix-simba, preset: tiny, kappa: 1, steps: 100, "
+                     "seeds: [0], checkpoints: [100]}\n")
+    r = snakemake(repo, demo, "-n", "--cores", "2", "--configfile", str(repo / "config/demo.yaml"), str(extra),
+                  "--", "all")
+    jobs = scheduled_jobs(r.stdout + r.stderr)
+    own = [(rule, wc) for rule, wc in jobs if rule not in AGGREGATES]
+    assert own and all("simba_extra" in wc for _, wc in own), own
+    assert {rule for rule, _ in own} == {"train", "generate", "evaluate_generated"}
+    assert sum(rule == "evaluate_generated" for rule, _ in own) == 6  # one job per metric
+
+
+def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
+    # The demo leaves fd_clap out; adding it must schedule its jobs only, then reuse the cached CLAP
+    # embeddings clap_score computed.
+    extra = tmp_path / "metric.yaml"
+    extra.write_text("evaluation:\n  metrics: [fad_vggish, kl_passt, clap_score, fd_logmel, attributes, fd_clap]\n")
+    args = ("--configfile", str(repo / "config/demo.yaml"), str(extra))
+    r = snakemake(repo, demo, "-n", "--cores", "2", *args, "--", "all")
+    jobs = scheduled_jobs(r.stdout + r.stderr)
+    own = [(rule, wc) for rule, wc in jobs if rule not in AGGREGATES]
+    assert own and all("metric=fd_clap" in wc for _, wc in own), own
+    assert len(own) == 6 + 1 + 1  # six experiments, ground truth, resynth k1
+    snakemake(repo, demo, "--cores", "2", *args, "--", "all")
+    scores = pd.read_csv(demo / "results/tables/all_scores.csv")
+    fd = scores[(scores["metric"] == "fd_clap") & (scores["system_kind"] == "generated")]
+    assert len(fd) == 6 * 3 + 2 * 3 * 2  # every experiment x seed at its final step, curve steps too
+    assert (fd["model"] == "clap").all() and (fd["status"] == "pipeline check, not a score").all()
+    r = snakemake(repo, demo, "-n", "--cores", "2", *args, "--", "all")
+    assert "Nothing to be done" in r.stdout + r.stderr

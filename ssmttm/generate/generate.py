@@ -197,38 +197,45 @@ class Generator:
                  text_encoder: str | os.PathLike, device: str = "auto", kappa: int | None = None,
                  max_text_length: int = 256):
         from ssmttm.codec import resolve_device
-        from ssmttm.models.checkpoint import MODEL_FILE, load_model
         from ssmttm.text.embed import encoder_identity
         from ssmttm.text.encoder import load_t5_encoder
         from ssmttm.tokens.tokenize import open_codec
 
         self.device = resolve_device(device)
+        self.codec_arg, self.text_arg = f"{codec} ({codec_weights})", text_encoder
+        self.codec, self.codec_key = open_codec(codec, codec_weights, self.device)
+        if self.codec.cardinality != CODEBOOK_SIZE:
+            raise GenerationError(f"codec {codec} ({codec_weights}) has {self.codec.cardinality} codes per "
+                                  f"codebook; the LM predicts {CODEBOOK_SIZE}")
+        self.text_key, self.text_sha256 = encoder_identity(text_encoder)
+        self.encoder, self.tokenizer = load_t5_encoder(text_encoder, str(self.device))
+        self.max_text_length = int(max_text_length)
+        self.load_checkpoint(checkpoint, kappa)
+
+    def load_checkpoint(self, checkpoint: str | os.PathLike, kappa: int | None = None) -> None:
+        """Load (or swap in) the LM of ``checkpoint``, keeping the codec and the text encoder: one job
+        samples several checkpoints of a run without reloading them. Checks the checkpoint against both."""
+        from ssmttm.models.checkpoint import MODEL_FILE, load_model
+
         self.ckpt_dir = resolve_checkpoint(checkpoint)
         self.lm, self.meta = load_model(self.ckpt_dir, self.device, kappa)  # CheckpointError on a kappa mismatch
         self.kappa = int(self.lm.cfg.n_codebooks)
         self.checkpoint_sha256 = io.sha256_file(self.ckpt_dir / MODEL_FILE)
-        self.codec, self.codec_key = open_codec(codec, codec_weights, self.device)
         if self.kappa > self.codec.n_codebooks:
             raise GenerationError(f"checkpoint {self.ckpt_dir} models kappa={self.kappa} codebooks but codec "
-                                  f"{codec} ({codec_weights}) has only {self.codec.n_codebooks}")
-        if self.codec.cardinality != CODEBOOK_SIZE:
-            raise GenerationError(f"codec {codec} ({codec_weights}) has {self.codec.cardinality} codes per "
-                                  f"codebook; the LM predicts {CODEBOOK_SIZE}")
+                                  f"{self.codec_arg} has only {self.codec.n_codebooks}")
         want = _meta_sha(self.meta, "codec")
         if want and want != self.codec.weights_sha256:
             raise GenerationError(f"checkpoint {self.ckpt_dir} was trained on codec tokens of sha256 {want[:12]}, "
-                                  f"but --codec-weights {codec_weights} has sha256 {self.codec.weights_sha256[:12]}")
-        self.text_key, self.text_sha256 = encoder_identity(text_encoder)
+                                  f"but --codec-weights {self.codec_arg} has sha256 {self.codec.weights_sha256[:12]}")
         want = _meta_sha(self.meta, "text_encoder")
         if want and want != self.text_sha256:
             raise GenerationError(f"checkpoint {self.ckpt_dir} was trained with text encoder sha256 {want[:12]}, "
-                                  f"but --text-encoder {text_encoder} has sha256 {self.text_sha256[:12]}")
-        self.encoder, self.tokenizer = load_t5_encoder(text_encoder, str(self.device))
+                                  f"but --text-encoder {self.text_arg} has sha256 {self.text_sha256[:12]}")
         d = int(self.encoder.config.d_model)
         if d != self.lm.cfg.text_dim:
-            raise GenerationError(f"--text-encoder {text_encoder} gives {d}-d states but checkpoint "
+            raise GenerationError(f"--text-encoder {self.text_arg} gives {d}-d states but checkpoint "
                                   f"{self.ckpt_dir} expects text_dim={self.lm.cfg.text_dim}")
-        self.max_text_length = int(max_text_length)
 
     def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Each unique text once -> {text: float32 [L, text_dim]} (values rounded through float16,
@@ -311,7 +318,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="ssmttm generate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder ckpt/step_N, or a run folder (uses ckpt/last)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="checkpoint folder ckpt/step_N, or a run folder (uses ckpt/last); repeat with one --out-dir "
+                        "each to sample several checkpoints of a run in one job (codec and T5 loaded once)")
     p.add_argument("--codec", default="dac", help="codec registry name (default dac)")
     p.add_argument("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json or a file")
     p.add_argument("--text-encoder", required=True, help="T5 weights receipt results/weights/<key>.json or a folder")
@@ -328,7 +337,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-text-length", type=int, default=256, help="T5 tokens per prompt incl. </s>")
     p.add_argument("--format", default="wav", choices=AUDIO_FORMATS)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--out-dir", required=True, help="results/generate/<exp>/seed<S>/step_N/<set>")
+    p.add_argument("--out-dir", required=True, action="append",
+                   help="results/generate/<exp>/seed<S>/step_N/<set> (one per --checkpoint, same order)")
     args = p.parse_args(argv)
     if args.n_tokens < 1:
         p.error(f"--n-tokens: must be >= 1, got {args.n_tokens}")
@@ -338,6 +348,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--kappa: must be >= 1, got {args.kappa}")
     if args.max_text_length < 2:
         p.error(f"--max-text-length: must be >= 2, got {args.max_text_length}")
+    if len(args.out_dir) != len(args.checkpoint):
+        p.error(f"--out-dir: give one per --checkpoint ({len(args.checkpoint)} checkpoints, {len(args.out_dir)} "
+                f"out dirs)")
     try:
         args.sampling = smp.SamplingConfig(args.cfg_scale, args.temperature, args.top_k)
     except smp.SamplingError as exc:
@@ -357,13 +370,22 @@ def main(argv: list[str]) -> int | None:
     args = parse_args(argv)
     try:
         prompts = load_prompt_set(args.prompt_set, prompts=args.prompt, prompts_file=args.prompts_file)
-        gen = Generator(args.checkpoint, args.codec, args.codec_weights, args.text_encoder, args.device,
+        gen = Generator(args.checkpoint[0], args.codec, args.codec_weights, args.text_encoder, args.device,
                         kappa=args.kappa, max_text_length=args.max_text_length)
     except (PromptError, CheckpointError, GenerationError, CodecError, TextEncoderError, MissingWeightError) as exc:
         log.error("%s", exc)
         return 2
-    index = gen.run(prompts, args.out_dir, args.n_tokens, args.sampling, seed=args.seed,
-                    batch_size=args.batch_size, audio_format=args.format, prompt_set=args.prompt_set)
-    log.info("wrote %d clips (%d rejected) to %s in %.1f s", len(index["items"]), len(index["rejected"]),
-             args.out_dir, index["elapsed_s"])
-    return 0 if index["items"] else 1
+    ok = True
+    for i, (ckpt, out_dir) in enumerate(zip(args.checkpoint, args.out_dir)):
+        if i:
+            try:
+                gen.load_checkpoint(ckpt, args.kappa)
+            except (CheckpointError, GenerationError) as exc:
+                log.error("%s", exc)
+                return 2
+        index = gen.run(prompts, out_dir, args.n_tokens, args.sampling, seed=args.seed,
+                        batch_size=args.batch_size, audio_format=args.format, prompt_set=args.prompt_set)
+        log.info("wrote %d clips (%d rejected) to %s in %.1f s", len(index["items"]), len(index["rejected"]),
+                 out_dir, index["elapsed_s"])
+        ok = ok and bool(index["items"])
+    return 0 if ok else 1

@@ -37,7 +37,8 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def _save(fig, stem: Path) -> list[Path]:
+def save_figure(fig, stem: Path) -> list[Path]:
+    """``stem.png`` and ``stem.svg``, each written to a temporary name and renamed into place."""
     out = []
     for ext in ("png", "svg"):
         path = stem.with_suffix(f".{ext}")
@@ -66,7 +67,7 @@ def plot_runs(runs: dict[str, Path], out_dir: Path, smooth_window: int = 20, x: 
         ax.set(xlabel=x, ylabel="cross-entropy (label smoothing 0.1)", title=name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        written += _save(fig, out_dir / name)
+        written += save_figure(fig, out_dir / name)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, (log, _) in data.items():
@@ -74,7 +75,7 @@ def plot_runs(runs: dict[str, Path], out_dir: Path, smooth_window: int = 20, x: 
     ax.set(xlabel=x, ylabel="training loss (smoothed)", title="all runs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    written += _save(fig, out_dir / "all")
+    written += save_figure(fig, out_dir / "all")
     plt.close(fig)
     return written
 

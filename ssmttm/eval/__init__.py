@@ -1,0 +1,1 @@
+"""Evaluation: prompt sets and reference audio, metric models (embedders), metric math, scores."""

@@ -1,0 +1,141 @@
+"""Per-file embedding cache: each audio file is embedded once per (file content, checkpoint, protocol).
+
+Evaluating many systems against one reference set, at several training steps, would otherwise embed
+the same reference clips again and again. The cache key is the sha256 of
+
+- the audio file's bytes (so a regenerated clip with the same name is a miss),
+- the embedder's checkpoint sha256 and its full :meth:`Embedder.protocol` (model, checkpoint file,
+  sample rate, window, hop), and
+- :data:`PREPROCESS` (how audio reaches the model: downmix + resampler), and the cache format version,
+
+stored as ``<cache_dir>/<embedder.name>/<key[:2]>/<key>.npy`` (plain ``np.save``; read back with
+``allow_pickle=False``), written atomically so a killed job never leaves a half file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ssmttm import audio, io
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# The audio path into every embedder: mean of the channels to mono, then soxr "HQ" to the model's rate
+# (ssmttm.audio.load). Changing it must change every key.
+PREPROCESS = "mono=mean;resample=soxr-HQ;dtype=float32"
+
+
+def protocol_key(embedder) -> str:
+    """sha256 over the embedder's protocol, checkpoint sha256, preprocessing and cache version."""
+    payload = {
+        "version": CACHE_VERSION,
+        "class": f"{type(embedder).__module__}.{type(embedder).__qualname__}",
+        "protocol": embedder.protocol(),
+        "checkpoint_sha256": embedder.checkpoint_sha256,
+        "preprocess": PREPROCESS,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def cache_path(cache_dir: str | os.PathLike, embedder, file_sha256: str, proto: str | None = None) -> Path:
+    """Where the embedding of a file with content hash ``file_sha256`` lives for ``embedder``."""
+    proto = proto or protocol_key(embedder)
+    key = hashlib.sha256(f"{file_sha256}:{proto}".encode("ascii")).hexdigest()
+    return Path(cache_dir) / embedder.name / key[:2] / f"{key}.npy"
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Read ``path`` (any rate, any channel count) as ``[N] float32`` mono at ``sample_rate``.
+
+    Raises ssmttm.audio.AudioError naming the file for undecodable, empty or non-finite audio.
+    """
+    x = audio.load(path, sample_rate=int(sample_rate), channels=1)[0]
+    if not np.all(np.isfinite(x)):
+        raise audio.AudioError(f"{path}: non-finite samples")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_embedding(e, path) -> np.ndarray:
+    e = np.asarray(e)
+    if e.ndim != 2 or e.shape[0] < 1 or e.shape[1] < 1:
+        raise ValueError(f"{path}: embedder returned shape {e.shape}, expected [frames, D]")
+    if not np.all(np.isfinite(e)):
+        raise ValueError(f"{path}: embedder returned NaN or inf")
+    return np.ascontiguousarray(e, dtype=np.float32)
+
+
+def _read_cached(p: Path) -> np.ndarray | None:
+    try:
+        e = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:  # truncated / foreign file: recompute and overwrite
+        log.warning("embedding cache %s unreadable (%s); recomputing", p, exc)
+        return None
+    if e.ndim != 2 or not np.all(np.isfinite(e)):
+        log.warning("embedding cache %s holds shape %s / non-finite values; recomputing", p, e.shape)
+        return None
+    return e
+
+
+def embed_file(embedder, path: str | os.PathLike, cache_dir: str | os.PathLike,
+               proto: str | None = None) -> tuple[np.ndarray, bool]:
+    """Embedding ``[frames, D] float32`` of one file and whether it came from the cache.
+
+    Raises ssmttm.audio.AudioError (unreadable audio), OSError (missing file) or ValueError (bad
+    embedder output), each naming the file.
+    """
+    try:
+        sha = io.sha256_file(path)
+    except OSError as exc:
+        raise audio.AudioError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    p = cache_path(cache_dir, embedder, sha, proto)
+    if p.is_file() and (e := _read_cached(p)) is not None:
+        return e, True
+    x = load_audio(path, embedder.sample_rate)
+    e = _check_embedding(embedder.embed(x), path)
+    with io.atomic_open(p, "wb") as f:
+        np.save(f, e, allow_pickle=False)
+    return e, False
+
+
+def embed_files(
+    embedder,
+    paths: Sequence[str | os.PathLike],
+    cache_dir: str | os.PathLike,
+) -> tuple[list[np.ndarray | None], list[str]]:
+    """Embed every file in ``paths`` through the cache: ``(embeddings, reasons)``.
+
+    ``embeddings[i]`` is ``[frames, D] float32`` or None when file i could not be used; ``reasons``
+    lists one message per such file, naming it (unreadable, empty, non-finite, embedder failure).
+    The other files go on. Hits and misses are logged once at the end.
+    """
+    proto = protocol_key(embedder)
+    out: list[np.ndarray | None] = []
+    reasons: list[str] = []
+    hits = 0
+    for path in paths:
+        try:
+            e, hit = embed_file(embedder, path, cache_dir, proto)
+        except (audio.AudioError, ValueError) as exc:
+            out.append(None)
+            msg = str(exc)
+            reasons.append(msg if str(path) in msg else f"{path}: {msg}")
+            continue
+        except Exception as exc:  # a model failing on one clip (too short, odd length) skips that clip
+            out.append(None)
+            reasons.append(f"{path}: {embedder.name} failed ({type(exc).__name__}: {exc})")
+            continue
+        hits += hit
+        out.append(e)
+    log.info("%s embeddings: %d files, %d cached, %d computed, %d skipped", embedder.name, len(out), hits,
+             len(out) - hits - len(reasons), len(reasons))
+    for r in reasons:
+        log.warning("skipped: %s", r)
+    return out, reasons

@@ -1,0 +1,353 @@
+"""``evaluate``: one metric on one system's audio, against the reference clips of the prompt set.
+
+A *system* is what a table row describes:
+
+- ``generated``: the clips an experiment generated, one folder per (training seed, checkpoint step)
+  (``results/generate/<exp>/seed<S>/step_N/<set>/``); each folder gives one score row;
+- ``ground_truth``: the reference clips themselves (audiocraft's ``use_gt``): CLAP / attributes
+  give the ceiling a perfect model would reach, KL is 0 by construction (a broken metric shows),
+  and Fréchet distances are split-half (two seeded halves of the references), the floor a finite
+  sample allows;
+- ``resynth``: the reference clips through the codec at kappa codebooks, the codec's ceiling.
+
+Each generated or re-synthesised clip is paired with its prompt (text) and the reference clip
+its prompt describes (``ref_id``). Embeddings come from the per-file cache
+(:mod:`ssmttm.eval.cache`), so adding a metric that shares a model costs nothing to embed again.
+Rows carry their protocol and a bootstrap 95 % interval over clips (REFERENCE.md section 3: FAD
+is biased by sample size, so n and the interval are always printed). Rows from random-init
+metric models (the demo) say ``status: pipeline check, not a score``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssmttm import io, logs
+from ssmttm.eval.metrics import ATTRIBUTE_ROWS, METRICS
+
+PIPELINE_CHECK = "pipeline check, not a score"
+SYSTEMS = ("generated", "ground_truth", "resynth")
+ROW_KEYS = ("metric", "value", "ci_low", "ci_high", "n", "n_ref", "lower_is_better", "status", "model",
+            "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "bootstrap", "system_kind",
+            "experiment", "variant", "preset", "kappa", "seed", "step", "prompt_set", "params", "flops_6nd",
+            "flops_measured", "source")
+
+
+class EvaluateError(ValueError):
+    """A set, prompt file or argument that cannot be evaluated; the message names it."""
+
+
+@dataclass
+class Item:
+    """One scored clip: its audio, its prompt and the reference clip the prompt describes."""
+
+    audio: Path
+    prompt_id: str
+    text: str
+    ref_id: str | None
+
+
+def read_prompts(path: str | Path) -> dict[str, dict]:
+    """prompt_id -> {"text", "ref_id", ...} from a prompt-set JSON (ssmttm prompt-set)."""
+    obj = io.read_json(path)
+    return {str(p["prompt_id"]): p for p in obj.get("prompts", [])}
+
+
+def read_reference(ref_dir: str | Path) -> dict[str, Path]:
+    """ref_id -> wav path of a reference (or resynth) set folder (index.json ``clips``)."""
+    ref_dir = Path(ref_dir)
+    index = io.read_json(ref_dir / "index.json")
+    out = {}
+    for c in index.get("clips", []):
+        path = ref_dir / c["file"]
+        if path.is_file():
+            out[str(c.get("ref_id") or c["id"])] = path
+    return out
+
+
+def generated_items(set_dir: Path, prompts: dict[str, dict]) -> tuple[list[Item], dict]:
+    """Items of one generated folder + its run metadata (checkpoint meta.json merged over index.json)."""
+    index = io.read_json(set_dir / "index.json")
+    meta = dict(index)
+    ckpt_meta = Path(str(index.get("checkpoint", ""))) / "meta.json"
+    if ckpt_meta.is_file():
+        meta.update(io.read_json(ckpt_meta))  # experiment, training seed, step, params, FLOPs
+    else:
+        m = re.search(r"seed(\d+)/step_(\d+)", set_dir.as_posix())
+        meta.update({"seed": int(m.group(1)), "step": int(m.group(2))} if m else {"seed": None})
+    items = []
+    for it in index.get("items", []):
+        pid = str(it["prompt_id"])
+        p = prompts.get(pid, {})
+        items.append(Item(set_dir / it["audio"], pid, p.get("text", it.get("prompt", "")), p.get("ref_id")))
+    return items, meta
+
+
+def reference_items(clips: dict[str, Path], prompts: dict[str, dict]) -> list[Item]:
+    """One item per prompt whose reference clip exists in ``clips`` (ground truth / resynth)."""
+    return [Item(clips[str(p.get("ref_id"))], pid, p.get("text", ""), str(p.get("ref_id")))
+            for pid, p in prompts.items() if str(p.get("ref_id")) in clips]
+
+
+class Scorer:
+    """Computes one metric's rows; metric models are loaded once, embeddings come from the cache."""
+
+    def __init__(self, metric: str, models: dict[str, str], reference: dict[str, Path], cache_dir: Path,
+                 device: str = "cpu", n_boot: int = 1000, seed: int = 0, truth: str | None = None):
+        if metric not in METRICS:
+            raise EvaluateError(f"--metric {metric!r}: unknown; known: {', '.join(METRICS)}")
+        self.m = METRICS[metric]
+        self.reference, self.cache_dir, self.device = reference, Path(cache_dir), device
+        self.n_boot, self.seed = n_boot, seed
+        self.models = models
+        self.embedder = None
+        self.truth = _read_truth(truth) if self.m.kind == "attributes" else None
+        if self.m.embedder is not None:
+            from ssmttm.eval.embedders import build_embedder
+
+            for role in self.m.weights:
+                if role not in models:
+                    raise EvaluateError(f"metric {metric} needs --model {role}=PATH")
+            aux = {"text_model": models["clap_text"]} if "clap_text" in self.m.weights else {}
+            weights = models.get(self.m.weights[0]) if self.m.weights else None
+            self.embedder = build_embedder(self.m.embedder, weights, device=device, **aux)
+
+    # -- embeddings ---------------------------------------------------------------------------------
+    def _embed(self, paths: list[Path]) -> dict[Path, np.ndarray]:
+        from ssmttm.eval.cache import embed_files
+
+        uniq = sorted(set(paths))
+        out, _ = embed_files(self.embedder, uniq, self.cache_dir)  # skipped files are logged there
+        return {p: e for p, e in zip(uniq, out) if e is not None}
+
+    def protocol(self) -> dict:
+        if self.embedder is not None:
+            return self.embedder.protocol()
+        import librosa
+
+        return {"model": f"librosa {librosa.__version__}", "checkpoint": None, "checkpoint_sha256": None,
+                "sample_rate": None, "window_s": None, "hop_s": None}
+
+    # -- metrics ------------------------------------------------------------------------------------
+    def score(self, items: list[Item], split_half: bool = False) -> list[dict]:
+        """Rows (without system columns) for ``items``; ``split_half``: FD of two reference halves."""
+        kind = self.m.kind
+        if kind == "fd":
+            return [self._fd(items, split_half)]
+        if kind == "kl":
+            return [self._paired(items, self._kl_pairs)]
+        if kind == "clap_score":
+            return [self._paired(items, self._clap_pairs)]
+        return self._attributes(items)
+
+    def _row(self, metric: str, value: float | None, ci: tuple, n: int, n_ref: int, lower: bool) -> dict:
+        return {"metric": metric, "value": None if value is None else float(value),
+                "ci_low": None if ci[0] is None else float(ci[0]), "ci_high": None if ci[1] is None else float(ci[1]),
+                "n": int(n), "n_ref": int(n_ref), "lower_is_better": lower, "bootstrap": self.n_boot,
+                **self.protocol()}
+
+    def _ci(self, stat, n: int) -> tuple:
+        from ssmttm.eval.stats import bootstrap_ci
+
+        if self.n_boot <= 0 or n < 2:
+            return (None, None)
+        try:
+            return bootstrap_ci(stat, n, self.n_boot, self.seed)
+        except ValueError:  # every resample degenerate (e.g. one distinct clip)
+            return (None, None)
+
+    def _fd(self, items: list[Item], split_half: bool) -> dict:
+        from ssmttm.eval.stats import fd_from_embeddings
+
+        ref = self._embed(list(self.reference.values()))
+        ref_list = [ref[p] for p in sorted(ref)]
+        if split_half:
+            rng = np.random.default_rng(self.seed)
+            order = rng.permutation(len(ref_list))
+            half = len(order) // 2
+            gen_list, ref_list = [ref_list[i] for i in order[:half]], [ref_list[i] for i in order[half:]]
+        else:
+            gen = self._embed([it.audio for it in items])
+            gen_list = [gen[p] for p in sorted(gen)]
+        if not gen_list or not ref_list:
+            return self._row(self.m.name, None, (None, None), len(gen_list), len(ref_list), True)
+        from ssmttm.eval.stats import fd_bootstrap_ci
+
+        value = fd_from_embeddings(gen_list, ref_list)
+        ci = (None, None)
+        if self.n_boot > 0 and len(gen_list) >= 2:
+            try:  # resample generated clips, reference statistics fixed
+                ci = fd_bootstrap_ci(gen_list, ref_list, self.n_boot, self.seed)
+            except ValueError:
+                pass
+        return self._row(self.m.name, value, ci, len(gen_list), len(ref_list), True)
+
+    def _paired(self, items: list[Item], pairs_fn) -> dict:
+        values, n_ref = pairs_fn(items)
+        if not values:
+            return self._row(self.m.name, None, (None, None), 0, n_ref, self.m.lower_is_better)
+        v = np.asarray(values, dtype=np.float64)
+        ci = self._ci(lambda idx: float(v[idx].mean()), len(v))
+        return self._row(self.m.name, v.mean(), ci, len(v), n_ref, self.m.lower_is_better)
+
+    def _kl_pairs(self, items: list[Item]) -> tuple[list[float], int]:
+        from ssmttm.eval.stats import kl_per_pair
+
+        items = [it for it in items if it.ref_id in self.reference]
+        emb = self._embed([it.audio for it in items] + [self.reference[it.ref_id] for it in items])
+        values, refs = [], set()
+        for it in items:
+            g, r = emb.get(it.audio), emb.get(self.reference[it.ref_id])
+            if g is None or r is None:
+                continue
+            # PaSST protocol: logits mean-pooled over windows, then softmax, KL(ref || gen) per pair
+            values.append(kl_per_pair(r.mean(axis=0), g.mean(axis=0)))
+            refs.add(it.ref_id)
+        return values, len(refs)
+
+    def _clap_pairs(self, items: list[Item]) -> tuple[list[float], int]:
+        emb = self._embed([it.audio for it in items])
+        kept = [it for it in items if it.audio in emb and it.text]
+        if not kept:
+            return [], 0
+        text = self.embedder.embed_text([it.text for it in kept])
+        audio = np.stack([emb[it.audio].mean(axis=0) for it in kept])
+        audio = audio / np.maximum(np.linalg.norm(audio, axis=1, keepdims=True), 1e-12)
+        text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+        return [float(x) for x in (audio * text).sum(axis=1)], len({it.ref_id for it in kept if it.ref_id})
+
+    def _attributes(self, items: list[Item]) -> list[dict]:
+        from ssmttm.eval.attributes import adherence
+
+        pairs = [(it.audio, {**self.truth[_track_key(it.ref_id)], "prompt_id": it.prompt_id})
+                 for it in items if it.ref_id is not None and _track_key(it.ref_id) in self.truth]
+        per_clip, _, _ = adherence(pairs)  # unreadable clips are skipped and logged there
+        refs = {r.get("track_id") for r in per_clip}
+        rows = []
+        for k in ATTRIBUTE_ROWS:
+            v = np.asarray([r[k] for r in per_clip if r.get(k) is not None], dtype=np.float64)
+            ci = self._ci(lambda idx, v=v: float(v[idx].mean()), len(v))
+            rows.append(self._row(k, v.mean() if len(v) else None, ci, len(v), len(refs), False))
+        return rows
+
+
+def _track_key(ref_id) -> str:
+    """Truth tables name tracks ``track_0705501``; Song Describer names them ``705501``."""
+    digits = re.sub(r"\D", "", str(ref_id))
+    return str(int(digits)) if digits else str(ref_id)
+
+
+def _read_truth(path: str | None) -> dict[str, dict]:
+    if not path:
+        raise EvaluateError("metric attributes needs --truth TSV (track_id, bpm, key, mode, drums)")
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise EvaluateError(f"--truth {path}: cannot read ({exc})") from exc
+    missing = {"track_id", "bpm", "key", "mode", "drums"} - set(df.columns)
+    if missing:
+        raise EvaluateError(f"--truth {path}: missing columns {sorted(missing)}")
+    return {_track_key(r["track_id"]): r for r in df.to_dict("records")}
+
+
+def system_columns(kind: str, experiment: str | None, meta: dict, prompt_set: str | None) -> dict:
+    return {"system_kind": kind, "experiment": experiment or meta.get("experiment"),
+            "variant": meta.get("variant"), "preset": meta.get("preset"), "kappa": meta.get("kappa"),
+            "seed": meta.get("seed"), "step": meta.get("step"), "prompt_set": prompt_set,
+            "params": meta.get("n_params"), "flops_6nd": meta.get("flops_6nd"),
+            "flops_measured": meta.get("measured_flops_total"), "source": meta.get("source")}
+
+
+def evaluate(metric: str, system: str, sets: list[Path], reference: Path, prompts_path: Path,
+             models: dict[str, str], cache_dir: Path, experiment: str | None = None, truth: str | None = None,
+             device: str = "cpu", n_boot: int = 1000, seed: int = 0, pipeline_check: bool = False,
+             kappa: int | None = None) -> list[dict]:
+    """All rows of ``metric`` for ``system`` (see the module docstring)."""
+    log = logging.getLogger("ssmttm.evaluate")
+    if system not in SYSTEMS:
+        raise EvaluateError(f"--system {system!r}: one of {', '.join(SYSTEMS)}")
+    prompts = read_prompts(prompts_path)
+    prompt_set = io.read_json(prompts_path).get("name")
+    ref = read_reference(reference)
+    if not ref:
+        raise EvaluateError(f"--reference {reference}: no reference clips (see its availability.tsv)")
+    scorer = Scorer(metric, models, ref, cache_dir, device, n_boot, seed, truth)
+    status = PIPELINE_CHECK if pipeline_check else "score"
+    rows = []
+    if system == "generated":
+        for d in sets:
+            items, meta = generated_items(Path(d), prompts)
+            cols = system_columns(system, experiment, meta, prompt_set)
+            for r in scorer.score(items):
+                rows.append({**r, **cols, "status": status})
+            log.info("%s %s seed %s step %s: %s", metric, cols["experiment"], cols["seed"], cols["step"],
+                     ", ".join(f"{r['metric']}={r['value']}" for r in rows[-len(ATTRIBUTE_ROWS):]))
+    else:
+        clips = ref if system == "ground_truth" else read_reference(sets[0])
+        meta = {"kappa": kappa, "source": str(reference if system == "ground_truth" else sets[0])}
+        cols = system_columns(system, experiment or (system if kappa is None else f"{system}_k{kappa}"), meta,
+                              prompt_set)
+        for r in scorer.score(reference_items(clips, prompts), split_half=system == "ground_truth"):
+            rows.append({**r, **cols, "status": status})
+    for r in rows:
+        for k in ROW_KEYS:
+            r.setdefault(k, None)
+    return rows
+
+
+def main(argv: list[str]) -> int | None:
+    p = argparse.ArgumentParser(prog="ssmttm evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--metric", required=True, choices=sorted(METRICS))
+    p.add_argument("--system", required=True, choices=SYSTEMS)
+    p.add_argument("--experiment", default=None, help="experiment name (generated) or row label")
+    p.add_argument("--set", dest="sets", action="append", default=[],
+                   help="generated set folder (repeat per seed x step) or the resynth folder")
+    p.add_argument("--reference", required=True, help="reference set folder (ssmttm reference-audio)")
+    p.add_argument("--prompts", required=True, help="prompt-set JSON")
+    p.add_argument("--model", action="append", default=[], help="ROLE=PATH (weights file, folder or receipt)")
+    p.add_argument("--truth", default=None, help="attribute truth TSV (metric attributes)")
+    p.add_argument("--kappa", type=int, default=None, help="codebooks of the resynth system")
+    p.add_argument("--pipeline-check", action="store_true", help="metric models are random-init stand-ins")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", required=True, help="per-file embedding cache")
+    p.add_argument("--out", required=True, help="score JSON {rows: [...]}")
+    args = p.parse_args(argv)
+    log = logs.setup("ssmttm.evaluate")
+    from ssmttm.weights import MissingWeightError, local_path
+
+    try:
+        models = {}
+        for spec in args.model:
+            role, sep, path = spec.partition("=")
+            if not sep:
+                raise EvaluateError(f"--model {spec!r}: expected ROLE=PATH")
+            models[role] = str(local_path(path))
+        if args.system != "ground_truth" and not args.sets:
+            raise EvaluateError(f"--system {args.system} needs --set")
+        rows = evaluate(args.metric, args.system, [Path(s) for s in args.sets], Path(args.reference),
+                        Path(args.prompts), models, Path(args.cache_dir), args.experiment, args.truth,
+                        _device(args.device), args.bootstrap, args.seed, args.pipeline_check, args.kappa)
+    except (EvaluateError, MissingWeightError) as exc:
+        log.error("%s", exc)
+        return 2
+    io.write_json(args.out, {"rows": rows})
+    log.info("%d rows -> %s", len(rows), args.out)
+    return 0
+
+
+def _device(device: str) -> str:
+    if device in ("", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

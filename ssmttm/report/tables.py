@@ -1,0 +1,374 @@
+"""``python -m ssmttm tables``: results tables (CSV, Markdown, LaTeX) from the evaluation's score files.
+
+Input: score JSON files ``{"rows": [row, ...]}`` (the evaluation contract: one row per system x
+seed x step x metric, ``system_kind`` generated / ground_truth / resynth) and a study map
+``{study: {"kind": "comparison" | "curve", "experiments": [...], "title": str, "published": bool}}``.
+
+Per study, ``<study>.csv`` (long: one row per system x step x metric, every protocol column),
+``<study>.md`` and ``<study>.tex`` (wide: one "mean ± sd" column per metric, protocol listed under
+the table). Rows are aggregated over seeds: mean, sample sd (blank with one seed), n_seeds, the
+mean of the per-seed bootstrap CI bounds, n clips. Every table carries the ground-truth and codec
+re-synthesis rows (a broken metric is told apart from a bad model, as audiocraft's ``use_gt``) and
+the published rows (MusicGen-small; curve studies also the paper's curve points). Rows whose status
+is "pipeline check, not a score" are marked † with a footnote. Comparison studies show each
+experiment at its last evaluated step; curve studies every step, and get plots (evalcurves).
+Also ``all_scores.csv``: every input row and every published row, flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ssmttm import io, logs
+from ssmttm.report import published
+
+log = logging.getLogger("ssmttm.report.tables")
+
+PIPELINE_CHECK = "pipeline check, not a score"
+DAGGER = "†"
+ROW_KEYS = published.ROW_KEYS
+KEYS = ("system_kind", "experiment", "step", "prompt_set")
+IDENT = ("variant", "preset", "kappa", "params", "flops_6nd", "flops_measured")
+PROTOCOL = ("model", "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "bootstrap")
+LONG_COLUMNS = (
+    "study", *KEYS[:2], "variant", "preset", "kappa", "step", "prompt_set", "params", "flops_6nd", "flops_measured",
+    "metric", "metric_label", "lower_is_better", "mean", "sd", "n_seeds", "seeds", "ci_low", "ci_high", "n", "n_ref",
+    *PROTOCOL, "status", "source",
+)
+KIND_ORDER = {"ground_truth": 0, "resynth": 1, "generated": 2, "published": 3}
+METRIC_LABELS = {
+    "fad_vggish": "FAD (VGGish)", "fd_openl3": "FD (OpenL3)", "fd_clap": "FD (CLAP)", "fd_vggish": "FD (VGGish)",
+    "fd_passt": "FD (PaSST)", "fd_logmel": "FD (log-mel)", "kl_passt": "KL (PaSST)", "clap_score": "CLAP score",
+    "tempo_acc": "tempo acc.", "key_acc": "key acc.", "mode_acc": "mode acc.", "drums_acc": "drums acc.",
+    **published.PUBLISHED_LABELS,
+}
+METRIC_ORDER = ("fad_vggish", "fd_openl3", "fd_clap", "fd_vggish", "fd_passt", "fd_logmel", "fd_paper", "kl_passt",
+                "clap_score", "tempo_acc", "key_acc", "mode_acc", "drums_acc")
+STUDY_KINDS = ("comparison", "curve")
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def metric_sort_key(metric: str) -> tuple[int, str]:
+    return (METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER), metric)
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (not isinstance(v, str) and pd.isna(v))
+
+
+# --- loading ------------------------------------------------------------------------------------------
+def load_scores(paths: list[str | Path]) -> pd.DataFrame:
+    """Every row of every score file (columns ROW_KEYS + ``score_file``); a file or row that cannot
+    be read is skipped with a warning naming it."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        try:
+            data = io.read_json(path)
+            items = data["rows"]
+            if not isinstance(items, list):
+                raise TypeError("'rows' is not a list")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("skipped score file %s: %s", path, exc)
+            continue
+        for i, r in enumerate(items):
+            if not isinstance(r, dict) or not r.get("metric") or r.get("system_kind") not in KIND_ORDER:
+                log.warning("skipped row %d of %s: needs 'metric' and a known 'system_kind'", i, path)
+                continue
+            try:
+                value = float(r.get("value")) if r.get("value") is not None else math.nan
+            except (TypeError, ValueError):
+                log.warning("skipped row %d of %s: value %r is not a number", i, path, r.get("value"))
+                continue
+            row = {k: r.get(k) for k in ROW_KEYS}
+            row["value"] = value
+            row["score_file"] = path.as_posix()
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*ROW_KEYS, "score_file"])
+
+
+def with_published(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` plus every published row (source column says where each comes from)."""
+    pub = pd.DataFrame(published.published_rows(curves=True), columns=list(ROW_KEYS))
+    pub["score_file"] = None
+    parts = [p for p in (df, pub) if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else df
+
+
+# --- aggregation over seeds --------------------------------------------------------------------------
+def _first(s: pd.Series):
+    s = s.dropna()
+    return s.iloc[0] if len(s) else None
+
+
+def _joined(s: pd.Series):
+    """The single value of a protocol column, or every distinct value joined by ' | ' (a mismatch)."""
+    vals = list(dict.fromkeys(str(v) for v in s if not _blank(v)))
+    if not vals:
+        return None
+    return s.dropna().iloc[0] if len(vals) == 1 else " | ".join(vals)
+
+
+def _mean(s: pd.Series):
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.mean()) if len(s) else math.nan
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (system_kind, experiment, step, prompt_set, metric), aggregated over seeds.
+
+    mean / sd (ddof 1, NaN with one seed) of ``value``; ci_low / ci_high = mean of the per-seed
+    bootstrap bounds; n / n_ref = the smallest clip counts over seeds; identifying columns from the
+    first row that has them (flops as the mean); protocol columns joined by ' | ' when seeds
+    disagree (logged: mixing protocols in one mean is an error in the inputs). Columns LONG_COLUMNS
+    minus ``study``.
+    """
+    cols = [c for c in LONG_COLUMNS if c != "study"]
+    if not len(df):
+        return pd.DataFrame(columns=cols)
+    df = df.copy()
+    df["experiment"] = [e if not _blank(e) else k for e, k in zip(df["experiment"], df["system_kind"])]
+    df["_step"] = pd.to_numeric(df["step"], errors="coerce").fillna(-1).astype("int64")
+    df["_ps"] = df["prompt_set"].where(df["prompt_set"].notna(), "")
+    df["_seed"] = df["seed"].astype(object).where(df["seed"].notna(), "")
+    gkeys = ["system_kind", "experiment", "_step", "_ps", "metric"]
+    dup = df.duplicated([*gkeys, "_seed"], keep="last")
+    for _, r in df[dup].iterrows():
+        log.warning("duplicate score for %s seed %s step %s %s (%s): the last one is kept", r["experiment"],
+                    r["seed"], r["step"], r["metric"], r["score_file"])
+    df = df[~dup]
+    out = []
+    for (kind, exp, step, ps, metric), g in df.groupby(gkeys, sort=False):
+        vals = g["value"].astype(float)
+        row = {"system_kind": kind, "experiment": exp, "step": None if step < 0 else int(step),
+               "prompt_set": ps or None, "metric": metric, "metric_label": metric_label(metric)}
+        for c in IDENT:
+            row[c] = _mean(g[c]) if c.startswith("flops") else _first(g[c])
+        lib = _first(g["lower_is_better"])
+        row["lower_is_better"] = None if lib is None else bool(lib)
+        row["mean"] = float(vals.mean()) if vals.notna().any() else math.nan
+        row["sd"] = float(vals.std(ddof=1)) if vals.notna().sum() >= 2 else math.nan
+        seeds = [s for s in g["seed"] if not _blank(s)]
+        row["n_seeds"] = None if kind == "published" else int(vals.notna().sum())
+        row["seeds"] = " ".join(str(int(s)) if isinstance(s, (int, float)) else str(s) for s in seeds) or None
+        row["ci_low"], row["ci_high"] = _mean(g["ci_low"]), _mean(g["ci_high"])
+        for c in ("n", "n_ref"):
+            s = pd.to_numeric(g[c], errors="coerce").dropna()
+            row[c] = int(s.min()) if len(s) else None
+        for c in PROTOCOL:
+            row[c] = _joined(g[c])
+            if isinstance(row[c], str) and " | " in row[c] and c not in ("bootstrap",):
+                log.warning("%s %s step %s %s: seeds disagree on %s (%s)", kind, exp, row["step"], metric, c, row[c])
+        row["status"] = PIPELINE_CHECK if (g["status"] == PIPELINE_CHECK).any() else _first(g["status"]) or "score"
+        row["source"] = _joined(g["source"])
+        out.append(row)
+    return pd.DataFrame(out, columns=cols)
+
+
+# --- studies -----------------------------------------------------------------------------------------
+def study_table(agg: pd.DataFrame, name: str, spec: dict) -> pd.DataFrame:
+    """The long table of one study: its experiments (comparison: each at its last step; curve: every
+    step), the ground-truth and resynth rows (of the study's prompt sets), and published rows."""
+    exps = list(spec["experiments"])
+    gen = agg[(agg["system_kind"] == "generated") & agg["experiment"].isin(exps)]
+    for e in exps:
+        if not (gen["experiment"] == e).any():
+            log.warning("study %s: no scores for experiment %s", name, e)
+    if spec["kind"] == "comparison" and len(gen):
+        last = gen.groupby("experiment")["step"].transform(lambda s: s.max())
+        gen = gen[(gen["step"] == last) | last.isna()]
+    refs = agg[agg["system_kind"].isin(["ground_truth", "resynth"])]
+    sets = set(gen["prompt_set"].dropna())
+    if sets:
+        refs = refs[refs["prompt_set"].isin(sets) | refs["prompt_set"].isna()]
+    variants = sorted(set(gen["variant"].dropna())) or None
+    curve_pub = spec["kind"] == "curve" and spec.get("published", True)
+    pub_rows = published.curve_rows(variants) if curve_pub else []
+    if curve_pub and not pub_rows:  # none of the study's variants has a published curve: show them all
+        pub_rows = published.curve_rows()
+    pub_rows += published.musicgen_rows()
+    pub = aggregate(pd.DataFrame([{**r, "score_file": None} for r in pub_rows]))
+    t = pd.concat([x for x in (refs, gen, pub) if len(x)], ignore_index=True)
+    order = {e: i for i, e in enumerate(exps)}
+    t["_k"] = t["system_kind"].map(KIND_ORDER)
+    t["_e"] = t["experiment"].map(order).fillna(len(order))
+    t["_s"] = pd.to_numeric(t["step"], errors="coerce").fillna(-1)
+    t["_m"] = t["metric"].map(lambda m: metric_sort_key(m)[0])
+    t = t.sort_values(["_k", "_e", "experiment", "_s", "_m", "metric"], kind="stable")
+    t = t.drop(columns=["_k", "_e", "_s", "_m"])
+    t.insert(0, "study", name)
+    return t.reset_index(drop=True)
+
+
+def fmt_value(mean: float, sd: float | None = None) -> str:
+    """'mean ± sd' at three significant digits of the mean (sd to the same decimals)."""
+    if _blank(mean):
+        return ""
+    d = 0 if mean == 0 else max(0, min(4, 2 - int(math.floor(math.log10(abs(mean))))))
+    s = f"{mean:.{d}f}"
+    return s if _blank(sd) else f"{s} ± {sd:.{d}f}"
+
+
+def wide(study: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, rows of cell strings, footnotes) of the readable table of one study."""
+    metrics = sorted(study["metric"].unique(), key=metric_sort_key)
+    many_sets = study["prompt_set"].dropna().nunique() > 1
+    lib = study.groupby("metric")["lower_is_better"].first()
+    arrow = {m: "" if _blank(lib.get(m)) else (" ↓" if lib[m] else " ↑") for m in metrics}
+    header = ["System", "Experiment", "Variant", "Step", "Params (M)", "6ND FLOPs"] + (["Prompts"] if many_sets else [])
+    header += [metric_label(m) + arrow[m] for m in metrics] + ["Seeds"]
+    rows, any_check = [], False
+    for _, g in study.groupby(["system_kind", "experiment", "step", "prompt_set"], sort=False, dropna=False):
+        r = g.iloc[0]
+        check = g["status"] == PIPELINE_CHECK
+        any_check |= bool(check.any())
+        label = str(r["experiment"]) + (DAGGER if check.any() else "")
+        cells = {m: "" for m in metrics}
+        for _, x in g.iterrows():
+            mixed = x["status"] == PIPELINE_CHECK and not check.all()  # only some metrics of the row are checks
+            cells[x["metric"]] = fmt_value(x["mean"], x["sd"]) + (DAGGER if mixed else "")
+        n_seeds = g["n_seeds"].dropna()
+        row = [str(r["system_kind"]).replace("_", " "), label, "" if _blank(r["variant"]) else str(r["variant"]),
+               "" if _blank(r["step"]) else f"{int(r['step']):,}",
+               "" if _blank(r["params"]) else f"{float(r['params']) / 1e6:.2f}",
+               "" if _blank(r["flops_6nd"]) else f"{float(r['flops_6nd']):.2e}"]
+        row += (["" if _blank(r["prompt_set"]) else str(r["prompt_set"])] if many_sets else [])
+        row += [cells[m] for m in metrics] + [str(int(n_seeds.max())) if len(n_seeds) else ""]
+        rows.append(row)
+    notes = []
+    if any_check:
+        notes.append(f"{DAGGER} {PIPELINE_CHECK}: demo-scale models and/or stand-in embedders; the numbers check "
+                     "that the pipeline runs end to end, they say nothing about the method.")
+    notes.append("Values: mean ± sample sd over seeds (sd blank with one seed); "
+                 "6ND FLOPs of the evaluated checkpoint.")
+    if (study["system_kind"] == "published").any():
+        parts = [p for s in study.loc[study["system_kind"] == "published", "source"].dropna() for p in s.split("; ")]
+        notes.append("Published rows (not measured here): " + "; ".join(dict.fromkeys(parts)) + ".")
+    return header, rows, notes + protocol_notes(study)
+
+
+def protocol_notes(study: pd.DataFrame) -> list[str]:
+    """One line per measured metric: embedding model, checkpoint + sha256, rate, window, bootstrap, n."""
+    out = []
+    ours = study[study["system_kind"] != "published"]
+    for m in sorted(ours["metric"].unique(), key=metric_sort_key):
+        g = ours[ours["metric"] == m]
+
+        def vals(c):
+            return ", ".join(dict.fromkeys(str(v) for v in g[c] if not _blank(v))) or "n/a"
+
+        sha = ", ".join(dict.fromkeys(str(v)[:12] for v in g["checkpoint_sha256"] if not _blank(v))) or "n/a"
+        n = pd.to_numeric(g["n"], errors="coerce").dropna()
+        def unit(c, u):
+            v = vals(c)
+            return v if v == "n/a" else f"{v} {u}"
+
+        out.append(f"{metric_label(m)}: model {vals('model')}, checkpoint {vals('checkpoint')} (sha256 {sha}), "
+                   f"{unit('sample_rate', 'Hz')}, window {unit('window_s', 's')}, hop {unit('hop_s', 's')}, bootstrap "
+                   f"{vals('bootstrap')}, n clips {int(n.min()) if len(n) else 'n/a'}"
+                   f"{'' if not len(n) or n.min() == n.max() else f'-{int(n.max())}'}, n ref {vals('n_ref')}.")
+    return out
+
+
+def to_markdown(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [f"# {title}", "", "| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
+        DAGGER: r"\textsuperscript{\dag}",
+        "↓": r"$\downarrow$", "↑": r"$\uparrow$", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def tex_escape(s: str) -> str:
+    """LaTeX-safe text: special characters escaped in one pass; ± † ↓ ↑ as math/text symbols."""
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+def to_latex(title: str, label: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    """A booktabs table (needs ``\\usepackage{booktabs}``) with the notes under it."""
+    spec = "lll" + "r" * (len(header) - 3)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{tex_escape(title)}}}",
+             rf"\label{{tab:{label}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\footnotesize"]
+    lines += [tex_escape(n) + r"\par" for n in notes]
+    return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def write_study(study: pd.DataFrame, name: str, title: str, out_dir: Path) -> list[Path]:
+    """Write ``<out_dir>/<name>.{csv,md,tex}``; return the paths."""
+    header, rows, notes = wide(study)
+    paths = [out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
+    io.write_table(paths[0], study[list(LONG_COLUMNS)])
+    io.write_text(paths[1], to_markdown(title, header, rows, notes))
+    io.write_text(paths[2], to_latex(title, name, header, rows, notes))
+    return paths
+
+
+def parse_studies(text: str) -> dict[str, dict]:
+    """The --studies value (JSON text, or a path to a JSON file) checked; ValueError names the problem."""
+    p = Path(text)
+    raw = io.read_json(p) if not text.lstrip().startswith("{") and p.is_file() else json.loads(text)
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError("expected a non-empty JSON object {study: {...}}")
+    out = {}
+    for name, spec in raw.items():
+        if not NAME_RE.match(name):
+            raise ValueError(f"study name {name!r}: use letters, digits, '.', '_' or '-' (it names files)")
+        if not isinstance(spec, dict) or spec.get("kind") not in STUDY_KINDS:
+            raise ValueError(f"study {name!r}: 'kind' must be one of {list(STUDY_KINDS)}")
+        exps = spec.get("experiments")
+        if not isinstance(exps, list) or not all(isinstance(e, str) for e in exps):
+            raise ValueError(f"study {name!r}: 'experiments' must be a list of names")
+        out[name] = {"kind": spec["kind"], "experiments": exps, "title": str(spec.get("title") or name),
+                     "published": bool(spec.get("published", True))}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ssmttm tables", description=__doc__.split("\n\n")[0])
+    p.add_argument("--scores", nargs="+", required=True, type=Path, help="score JSON files")
+    p.add_argument("--studies", required=True, help="JSON object {study: {kind, experiments, title, published}} "
+                                                    "or a path to a JSON file holding it")
+    p.add_argument("--out-dir", required=True, type=Path, help="e.g. results/tables")
+    p.add_argument("--plots-dir", type=Path, default=None, help="curve-study figures go here (e.g. results/plots/eval)")
+    a = p.parse_args(argv)
+    log_ = logs.setup("ssmttm.report")
+    try:
+        studies = parse_studies(a.studies)
+    except (ValueError, OSError) as exc:
+        p.error(f"--studies: {exc}")
+    df = load_scores(a.scores)
+    log_.info("%d score rows from %d file(s)", len(df), len(a.scores))
+    flat = with_published(df)
+    io.write_table(a.out_dir / "all_scores.csv", flat)
+    agg = aggregate(df)
+    for name, spec in studies.items():
+        table = study_table(agg, name, spec)
+        for path in write_study(table, name, spec["title"], a.out_dir):
+            log_.info("wrote %s", path)
+        if spec["kind"] == "curve" and a.plots_dir is not None:
+            from ssmttm.report import evalcurves
+
+            for path in evalcurves.plot_study(table, name, spec["title"], a.plots_dir):
+                log_.info("wrote %s", path)
+    return 0

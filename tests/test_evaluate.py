@@ -1,0 +1,128 @@
+"""The evaluate / resynth / report-pages stages on tiny sets built in code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssmttm import audio, io
+from ssmttm.eval import evaluate as ev
+
+SR = 16000
+
+
+def _tone(freq: float, seconds: float = 3.0, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.1 * np.sin(2 * np.pi * 2.5 * freq * t)
+    return (x + noise * np.random.default_rng(seed).normal(size=t.shape)).astype(np.float32)
+
+
+def _set(folder: Path, clips: dict[str, np.ndarray], generated: bool, meta: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for cid, x in clips.items():
+        audio.write(folder / f"{cid}.wav", x[None], SR)
+    if generated:
+        ckpt = folder.parent / "ckpt"
+        io.write_json(ckpt / "meta.json", meta or {})
+        index = {"checkpoint": str(ckpt), "items": [{"audio": f"{c}.wav", "prompt_id": c} for c in clips]}
+    else:
+        index = {"kind": "reference", "clips": [{"id": c, "file": f"{c}.wav", "ref_id": c} for c in clips]}
+    io.write_json(folder / "index.json", index)
+    return folder
+
+
+@pytest.fixture()
+def world(tmp_path):
+    freqs = {"r0": 220.0, "r1": 330.0, "r2": 440.0, "r3": 550.0, "r4": 660.0, "r5": 770.0}
+    ref = _set(tmp_path / "ref", {k: _tone(f, seed=i) for i, (k, f) in enumerate(freqs.items())}, False)
+    prompts = tmp_path / "prompts.json"
+    io.write_json(prompts, {"name": "t", "prompts": [{"prompt_id": k, "text": f"tone {k}", "ref_id": k}
+                                                      for k in freqs]})
+    meta = {"experiment": "e", "seed": 2, "step": 100, "variant": "prefix-simba", "preset": "tiny", "kappa": 1,
+            "n_params": 123, "flops_6nd": 4.5e9, "measured_flops_total": 5e9}
+    gens = {}
+    for level in (0.01, 0.1, 0.4):
+        gens[level] = _set(tmp_path / f"gen{level}" / "set", {k: _tone(f, noise=level, seed=9)
+                                                               for k, f in freqs.items()}, True, meta)
+    return tmp_path, ref, prompts, gens
+
+
+def test_generated_rows_carry_run_and_protocol_columns(world):
+    tmp, ref, prompts, gens = world
+    rows = ev.evaluate("fd_logmel", "generated", [gens[0.1]], ref, prompts, {}, tmp / "cache", n_boot=50)
+    (r,) = rows
+    assert set(ev.ROW_KEYS) <= set(r)
+    assert r["metric"] == "fd_logmel" and r["status"] == "score" and r["model"].startswith("logmel")
+    assert (r["experiment"], r["seed"], r["step"], r["params"], r["flops_6nd"]) == ("e", 2, 100, 123, 4.5e9)
+    assert r["n"] == 6 and r["n_ref"] == 6 and r["prompt_set"] == "t" and r["lower_is_better"] is True
+    assert r["ci_low"] <= r["value"] <= r["ci_high"]
+
+
+def test_fd_orders_systems_by_how_far_they_are_from_the_reference(world):
+    tmp, ref, prompts, gens = world
+    values = [ev.evaluate("fd_logmel", "generated", [gens[lv]], ref, prompts, {}, tmp / "cache", n_boot=0)[0]["value"]
+              for lv in (0.01, 0.1, 0.4)]
+    assert values[0] < values[1] < values[2]
+    gt = ev.evaluate("fd_logmel", "ground_truth", [], ref, prompts, {}, tmp / "cache", n_boot=0)[0]
+    assert gt["system_kind"] == "ground_truth" and gt["n"] == 3 and gt["n_ref"] == 3  # split half
+
+
+def test_kl_is_zero_on_ground_truth_and_positive_on_noise(world):
+    from ssmttm.eval.embedders.passt import build_tiny_passt
+
+    tmp, ref, prompts, gens = world
+    w = build_tiny_passt(tmp / "passt.pt")
+    models = {"passt": str(w)}
+    gt = ev.evaluate("kl_passt", "ground_truth", [], ref, prompts, models, tmp / "cache", n_boot=20,
+                     pipeline_check=True)[0]
+    assert gt["value"] == pytest.approx(0.0, abs=1e-9) and gt["status"] == ev.PIPELINE_CHECK
+    assert gt["checkpoint"] == "passt.pt" and len(gt["checkpoint_sha256"]) == 64 and gt["sample_rate"] == 32000
+    noisy = ev.evaluate("kl_passt", "generated", [gens[0.4]], ref, prompts, models, tmp / "cache", n_boot=20)[0]
+    assert noisy["value"] > 0 and noisy["n"] == 6 and noisy["n_ref"] == 6
+
+
+def test_resynth_set_scores_as_its_own_system(world, tmp_path):
+    from ssmttm.codec.dac import build_tiny_dac
+    from ssmttm.eval.resynth import resynthesize
+
+    tmp, ref, prompts, gens = world
+    dac = build_tiny_dac(tmp_path / "dac.pth")
+    rec = resynthesize(ref, "dac", str(dac), 2, tmp_path / "k2", device="cpu")
+    assert rec["kind"] == "resynth" and rec["kappa"] == 2 and len(rec["clips"]) == 6
+    info = audio.info(tmp_path / "k2" / "r0.wav")
+    assert info[0] == 44100 and abs(info[2] - 3.0) < 0.05
+    row = ev.evaluate("fd_logmel", "resynth", [tmp_path / "k2"], ref, prompts, {}, tmp / "cache", n_boot=0,
+                      kappa=2)[0]
+    assert row["system_kind"] == "resynth" and row["experiment"] == "resynth_k2" and row["kappa"] == 2
+    assert row["value"] > 0
+
+
+def test_main_names_what_is_missing(world, capsys):
+    tmp, ref, prompts, gens = world
+    out = tmp / "s.json"
+    base = ["--reference", str(ref), "--prompts", str(prompts), "--cache-dir", str(tmp / "c"), "--out", str(out)]
+    assert ev.main(["--metric", "kl_passt", "--system", "generated", "--set", str(gens[0.1]), *base]) == 2
+    assert not out.exists()
+    assert ev.main(["--metric", "fd_logmel", "--system", "generated", *base]) == 2  # no --set
+    assert ev.main(["--metric", "fd_logmel", "--system", "generated", "--set", str(gens[0.1]), "--bootstrap", "10",
+                    *base]) == 0
+    assert json.loads(out.read_text())["rows"][0]["metric"] == "fd_logmel"
+
+
+def test_report_pages_embed_tables_licences_and_audio(world, tmp_path):
+    from ssmttm.report.pages import main
+
+    tmp, ref, prompts, gens = world
+    io.write_text(tmp_path / "t.md", "| a | b |\n|---|---|\n| 1 | 2 |\n")
+    lic = tmp_path / "lic"
+    io.write_text(lic / "summary.tsv", "licence\ttracks\nby\t3\n")
+    io.write_text(lic / "ATTRIBUTION.md", "# Attribution\n\n- Song by Artist (CC BY)\n")
+    assert main(["--table", f"t={tmp_path / 't.md'}", "--audio", f"e={gens[0.1]}", "--prompts", str(prompts),
+                 "--clips", "2", "--licences-dir", str(lic), "--out-dir", str(tmp_path / "out")]) == 0
+    assert "<table>" in (tmp_path / "out/tables/t.html").read_text()
+    page = (tmp_path / "out/audio/e.html").read_text()
+    assert page.count("data:audio/wav;base64,") == 2 and "tone r0" in page
+    assert "Song by Artist" in (tmp_path / "out/licences.html").read_text()
