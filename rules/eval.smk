@@ -67,7 +67,7 @@ rule reference_audio:
     benchmark:
         f"{BENCH}/reference_audio.tsv"
     params:
-        flags=_ref_flags(),
+        flags=lambda w: _ref_flags(),  # a function: the URL template holds {ytid}, not a wildcard
         min_available=EVAL["reference"]["min_available"],
         out_dir=REF_DIR,
     threads: 1
