@@ -1,5 +1,6 @@
 # Sample each experiment's chosen checkpoints (experiments.<name>.generate_at, default the final
-# step) on the configured prompt set, decode with the codec and write 44.1 kHz audio + sidecars.
+# step) on the configured prompt set, decode with the codec and write 44.1 kHz audio + sidecars. An
+# experiment with `refiner: <name>` is the two-stage system: its codes are completed by the refiner first.
 GEN = config["generate"]
 GEN_DIR = f"{RESULTS}/generate"
 
@@ -44,6 +45,7 @@ rule generate:
     # One job per run: its chosen checkpoints are sampled in turn with the codec and T5 loaded once.
     input:
         run=f"{TRAIN_DIR}/{{exp}}/seed{{seed}}/done.json",
+        refiner=lambda w: refiner_input(w.exp),
         prompts=rules.prompt_set.output,
         codec=weight_receipt(TOK["weights"]),
         text=weight_receipt(TXT["encoder"]),
@@ -59,6 +61,7 @@ rule generate:
             f"--out-dir {shlex.quote(gen_dir(w.exp, w.seed, step))}"
             for step in _gen_steps(w.exp)
         ),
+        refiner=lambda w: refiner_flags(w.exp),
         codec=TOK["codec"],
         set_name=GEN["prompt_set"],
         n_tokens=GEN["n_tokens"],
@@ -75,7 +78,7 @@ rule generate:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m ssmttm generate {params.points} --codec {params.codec} --codec-weights {input.codec:q} --text-encoder {input.text:q} --prompt-set {params.set_name} --prompts-file {input.prompts:q} --n-tokens {params.n_tokens} --cfg-scale {params.cfg_scale} --temperature {params.temperature} --top-k {params.top_k} --seed {params.seed} --batch-size {params.batch_size} --device {params.device} 2> {log:q}"
+        "python -m ssmttm generate {params.points} --codec {params.codec} --codec-weights {input.codec:q} --text-encoder {input.text:q} --prompt-set {params.set_name} --prompts-file {input.prompts:q} --n-tokens {params.n_tokens} --cfg-scale {params.cfg_scale} --temperature {params.temperature} --top-k {params.top_k} --seed {params.seed} --batch-size {params.batch_size} --device {params.device} {params.refiner} 2> {log:q}"
 
 
 rule generate_all:

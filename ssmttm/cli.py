@@ -30,6 +30,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "ceiling-summary": ("ssmttm.tokens.ceiling", "main_summary", "aggregate the codec ceiling over shards"),
     "params": ("ssmttm.models.params", "main", "trainable LM parameters per preset x variant"),
     "train": ("ssmttm.train.loop", "main", "train one experiment x seed (resumes from its last checkpoint)"),
+    "train-refiner": ("ssmttm.refiner.train", "main", "train the two-stage refiner (diffusion over DAC latents)"),
     "prompt-set": ("ssmttm.generate.prompts", "main", "write a prompt set as JSON"),
     "generate": ("ssmttm.generate.generate", "main", "sample a checkpoint on a prompt set, decode to audio"),
     "reference-audio": ("ssmttm.eval.reference", "main", "fetch/cut the reference clips of the prompt set"),

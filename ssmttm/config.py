@@ -102,6 +102,7 @@ def _semantic_errors(cfg: dict) -> list[str]:
         for step in exp["checkpoints"]:
             if step > exp["steps"]:
                 errors.append(f"config key experiments.{name}.checkpoints: step {step} > steps {exp['steps']}")
+    errors += _refiner_errors(cfg, models, train_keys)
     errors += _evaluation_errors(cfg, models)
     if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
         errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
@@ -149,6 +150,47 @@ def _evaluation_errors(cfg: dict, models: dict) -> list[str]:
                               f"(known: {sorted(cfg['experiments'])})")
             elif exp not in enabled:
                 errors.append(f"config key studies.{name}.experiments: experiment {exp!r} has enabled: false")
+    return errors
+
+
+def _refiner_errors(cfg: dict, models: dict, train_keys: set) -> list[str]:
+    """Refiners and the experiments that use them must fit together (two-stage system, issue 7)."""
+    import dataclasses
+
+    from ssmttm.refiner.config import RefinerConfig  # dataclasses only: no torch import
+
+    errors = []
+    fields = {f.name for f in dataclasses.fields(RefinerConfig)}
+    refiners = cfg.get("refiners", {})
+    for name, r in refiners.items():
+        if r["backend"] == "discodiff" and not r.get("checkpoint"):
+            errors.append(f"config key refiners.{name}.checkpoint: the discodiff backend needs the path of your "
+                          "DiscoDiff checkpoint (its weights were never released; nothing is downloaded)")
+        bad = sorted(set(r["model"]) - fields)
+        if bad:
+            errors.append(f"config key refiners.{name}.model: unknown RefinerConfig fields {bad}")
+        bad = sorted(set(r["train"]) - train_keys)
+        if bad:
+            errors.append(f"config key refiners.{name}.train: unknown keys {bad} (allowed: train section keys)")
+    for name, exp in cfg["experiments"].items():
+        ref = exp.get("refiner")
+        if ref is None or not exp.get("enabled", True):
+            continue
+        if ref not in refiners:
+            errors.append(f"config key experiments.{name}.refiner: {ref!r} is not a key of refiners "
+                          f"(known: {sorted(refiners)})")
+        elif not refiners[ref]["enabled"]:
+            errors.append(f"config key experiments.{name}.refiner: refiner {ref!r} has enabled: false")
+        elif refiners[ref]["kappa"] != exp["kappa"]:
+            errors.append(f"config key experiments.{name}.refiner: refiner {ref!r} completes kappa="
+                          f"{refiners[ref]['kappa']} codebooks, the experiment models kappa={exp['kappa']}")
+    for name, study in cfg.get("studies", {}).items():
+        step = study.get("step")
+        for exp in study["experiments"] if step is not None else []:
+            e = cfg["experiments"].get(exp)
+            if e is not None and step not in (e["generate_at"] or [e["steps"]]):
+                errors.append(f"config key studies.{name}.step: experiment {exp!r} does not generate at step {step} "
+                              f"(generate_at: {e['generate_at'] or [e['steps']]})")
     return errors
 
 

@@ -114,13 +114,13 @@ def test_experiment_checks(paper):
     assert "experiments.simba_k1.train: unknown keys ['lrr']" in msg
     assert "experiments.simba_k1.model: unknown LMConfig fields ['d_modle']" in msg
     assert "experiments.simba_k1.generate_at: step 12345 is not a checkpoint" in msg
-    exp["train"], exp["model"], exp["generate_at"] = {"lr": 3e-4}, {"d_model": 64}, [5000]
+    exp["train"], exp["model"], exp["generate_at"] = {"lr": 3e-4}, {"d_model": 64}, [5000, 100000]
     cfg = config.validate(paper)
     assert cfg["experiments"]["simba_k1"]["enabled"] is True
 
 
 def test_evaluation_and_study_checks(paper):
-    paper["studies"]["curves"]["experiments"] = ["simba_k1", "simba_k9"]
+    paper["studies"]["curves"]["experiments"] = ["simba_k1", "simba_k16"]
     paper["studies"]["variants"]["experiments"] = ["mamba_21k"]
     paper["experiments"]["mamba_21k"]["enabled"] = False
     paper["evaluation"]["models"]["passt"] = "passt_v2"
@@ -130,12 +130,34 @@ def test_evaluation_and_study_checks(paper):
     with pytest.raises(config.ConfigError) as e:
         config.validate(copy.deepcopy(paper))
     msg = str(e.value)
-    assert "studies.curves.experiments: 'simba_k9' is not an experiment" in msg
+    assert "studies.curves.experiments: 'simba_k16' is not an experiment" in msg
     assert "studies.variants.experiments: experiment 'mamba_21k' has enabled: false" in msg
     assert "evaluation.models.passt: 'passt_v2' (needed by metric kl_passt) is not a key of weights.models" in msg
     assert "generate.prompt_options.musiccaps: unknown options ['nn']" in msg
     assert "generate.prompts_source: 'musicaps' is not a key of source.metadata" in msg
     assert "evaluation.truth: metric 'attributes' needs a truth table" in msg
+
+
+def test_refiner_checks(paper):
+    paper["experiments"]["simba_k4"]["refiner"] = "refiner"  # kappa 4, the refiner completes kappa 1
+    paper["experiments"]["simba_k9"]["refiner"] = "refinr"
+    paper["refiners"]["refiner"]["model"] = {"d_model": 64, "d_modle": 1}
+    paper["refiners"]["refiner"]["train"] = {"lrr": 1}
+    paper["refiners"]["dd"] = {"backend": "discodiff"}
+    paper["studies"]["stages"]["step"] = 20000
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(copy.deepcopy(paper))
+    msg = str(e.value)
+    assert "experiments.simba_k4.refiner: refiner 'refiner' completes kappa=1 codebooks, the experiment models " \
+           "kappa=4" in msg
+    assert "experiments.simba_k9.refiner: 'refinr' is not a key of refiners" in msg
+    assert "refiners.refiner.model: unknown RefinerConfig fields ['d_modle']" in msg
+    assert "refiners.refiner.train: unknown keys ['lrr']" in msg
+    assert "refiners.dd.checkpoint: the discodiff backend needs the path of your DiscoDiff checkpoint" in msg
+    assert "studies.stages.step: experiment 'simba_k4' does not generate at step 20000" in msg
+    paper["refiners"]["bad"] = {"sampler": {"sampler": "euler"}}
+    with pytest.raises(config.ConfigError, match="refiners.bad.sampler.sampler"):
+        config.validate(copy.deepcopy(paper))
 
 
 def test_paper_dag_plans_every_study(repo, tmp_path):
@@ -147,7 +169,7 @@ def test_paper_dag_plans_every_study(repo, tmp_path):
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    for rule in ("train", "generate", "reference_audio", "resynth", "evaluate_generated", "evaluate_ground_truth",
+    for rule in ("train", "train_refiner", "generate", "reference_audio", "resynth", "evaluate_generated", "evaluate_ground_truth",
                  "evaluate_resynth", "tables", "claims", "report_pages"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
     assert "https://www.youtube.com/watch?v={ytid}" in out  # the URL template reaches the stage unformatted

@@ -19,13 +19,7 @@ from ssmttm.models.config import from_preset
 TEXT_DIM = 32  # the tiny T5's d_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _save_tiny(path, variant="prefix-simba", kappa=2, seed=0, meta=None):

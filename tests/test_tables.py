@@ -43,6 +43,7 @@ def built(tmp_path_factory):
                 for seed in SEEDS:
                     rows.append(row(metric, value(exp, step, seed, metric), system_kind="generated", experiment=exp,
                                     variant=variant, preset="tiny", kappa=1, seed=seed, step=step, params=90904,
+                                    stages="two-stage" if exp == "simba_k1" else "single-stage",
                                     flops_6nd=per_step * step, flops_measured=1.2 * per_step * step))
         rows.append(row(metric, 1.5, system_kind="ground_truth", experiment=None))
         rows.append(row(metric, 2.5, system_kind="resynth", experiment="resynth_k4", status="score"))
@@ -56,6 +57,8 @@ def built(tmp_path_factory):
                    "published": True},
         "variants_k1": {"kind": "comparison", "experiments": ["simba_k1", "transformer_k1", "mamba_k1"],
                         "title": "Variant comparison (kappa 1)", "published": False},
+        "matched": {"kind": "comparison", "experiments": ["simba_k1", "transformer_k1"], "step": 100,
+                    "title": "Two-stage vs single-stage at matched steps", "published": False},
     }
     out, plots = tmp / "tables", tmp / "plots"
     rc = tables.main(["--scores", *map(str, files), str(bad), "--studies", json.dumps(studies),
@@ -96,6 +99,16 @@ def test_comparison_keeps_the_last_step_and_all_reference_rows(built):
     assert {"ground_truth", "resynth", "published"} <= set(df.system_kind)
     pub = df[df.system_kind == "published"]
     assert set(pub.experiment) == {"musicgen_small_paper", "musicgen_small_released"}  # no curve points here
+
+
+def test_comparison_at_a_matched_step_labels_two_stage_systems(built):
+    out, _ = built
+    df = pd.read_csv(out / "matched.csv")
+    gen = df[df.system_kind == "generated"]
+    assert set(gen.step) == {100} and set(gen.experiment) == set(EXPS)
+    assert set(gen[gen.experiment == "simba_k1"].stages) == {"two-stage"}
+    md = (out / "matched.md").read_text()
+    assert "prefix-simba (κ 1 + refiner)" in md and "cross-transformer (κ 1)" in md
 
 
 def test_published_rows_and_values(built):

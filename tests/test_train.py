@@ -36,17 +36,18 @@ def clip_codes(i):
     return np.random.default_rng(i).integers(0, 1024, (K, T)).astype(np.uint16)
 
 
-def make_fixture(root: Path, oov_clip: int | None = None) -> Path:
-    """Token store (K=4, 8 clips of 200 frames, train + valid), text store (D=8), licences, manifest."""
+def make_fixture(root: Path, oov_clip: int | None = None, codec_sha256: str = "ab" * 32, codes_fn=None) -> Path:
+    """Token store (K=4, 8 clips of 200 frames, train + valid), text store (D=8), licences, manifest.
+    ``codec_sha256``: the codec the store claims; ``codes_fn(i) -> uint16 [K, T]``: clip i's codes."""
     clips = {f"c{i}": ("train" if i < N_TRAIN else "valid", [1 + i % 4]) for i in range(N_TRAIN + N_VALID)}
     rows = []
     for i, (cid, (split, caps)) in enumerate(clips.items()):
-        codes = clip_codes(i)
+        codes = (codes_fn or clip_codes)(i)
         if i == oov_clip:
             codes[0, :] = 1500  # out of vocabulary everywhere, whatever the crop
         rows.append(({"clip_id": cid, "track_id": cid, "shard": "00", "split": split, "licence": "by",
                       "caption_ids": caps, "audio_sha256": "0" * 64}, codes))
-    write_shard(root / "tokens" / "00", rows, {"codec": "dac", "weights": "dac_44khz", "weights_sha256": "ab" * 32,
+    write_shard(root / "tokens" / "00", rows, {"codec": "dac", "weights": "dac_44khz", "weights_sha256": codec_sha256,
                                                "sample_rate": 44100, "frame_rate": 86.1328125, "n_codebooks": K,
                                                "cardinality": 1024})
     text = root / "text"

@@ -6,6 +6,8 @@ A codec turns mono audio at its own rate into K parallel streams of integer code
   resampling, via :mod:`ssmttm.audio`), whatever its rate or channel count;
 - ``encode(audio [B, 1, N] float32) -> codes [B, K, T] int64`` with ``T = ceil(N / hop)``;
 - ``decode(codes [B, kappa, T]) -> audio [B, 1, T * hop]`` from the first ``kappa <= K`` codebooks;
+- ``codebook_tables() -> [K, cardinality, D]``: the quantizer's codebook vectors, where the
+  two-stage refiner generates (optional; DAC has them);
 - ``sample_rate``, ``hop_length``, ``frame_rate = sample_rate / hop_length``, ``n_codebooks`` (K),
   ``cardinality`` (codes per codebook).
 
@@ -73,6 +75,11 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def decode(self, codes):
         """``codes: [B, kappa, T]`` int tensor, ``1 <= kappa <= K`` -> ``audio: [B, 1, T * hop]`` float32."""
+
+    def codebook_tables(self):
+        """The quantizer's codebook vectors ``[K, cardinality, codebook_dim]`` float32 tensor (CPU): the
+        continuous latent space the two-stage refiner generates in. Codecs without one raise."""
+        raise CodecError(f"codec {self.name} exposes no codebook tables (the refiner needs per-codebook latents)")
 
     def describe(self) -> dict:
         """The codec fields every token store and table records (meta.json)."""

@@ -233,6 +233,15 @@ class DacCodec(Codec):
         return audio.to("cpu", torch.float32)
 
 
+    def codebook_tables(self):
+        """``[K, 1024, codebook_dim]`` float32 (CPU): ``quantizers[k].codebook.weight``, the projected
+        latents ``decode_code`` looks up (DAC-44k: 9 x 1024 x 8)."""
+        import torch
+
+        with torch.no_grad():
+            return torch.stack([q.codebook.weight.detach().float().cpu() for q in self.model.quantizer.quantizers])
+
+
 def load(weights_path: str | os.PathLike, device: str = "auto") -> DacCodec:
     """Registry factory for ``dac``: the weights file (released ``weights.pth`` or a tiny demo file)."""
     path = Path(weights_path)

@@ -35,7 +35,7 @@ PIPELINE_CHECK = "pipeline check, not a score"
 SYSTEMS = ("generated", "ground_truth", "resynth")
 ROW_KEYS = ("metric", "value", "ci_low", "ci_high", "n", "n_ref", "lower_is_better", "status", "model",
             "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "bootstrap", "system_kind",
-            "experiment", "variant", "preset", "kappa", "seed", "step", "prompt_set", "params", "flops_6nd",
+            "experiment", "variant", "preset", "kappa", "stages", "seed", "step", "prompt_set", "params", "flops_6nd",
             "flops_measured", "source")
 
 
@@ -261,6 +261,7 @@ def _read_truth(path: str | None) -> dict[str, dict]:
 def system_columns(kind: str, experiment: str | None, meta: dict, prompt_set: str | None) -> dict:
     return {"system_kind": kind, "experiment": experiment or meta.get("experiment"),
             "variant": meta.get("variant"), "preset": meta.get("preset"), "kappa": meta.get("kappa"),
+            "stages": meta.get("stages"),
             "seed": meta.get("seed"), "step": meta.get("step"), "prompt_set": prompt_set,
             "params": meta.get("n_params"), "flops_6nd": meta.get("flops_6nd"),
             "flops_measured": meta.get("measured_flops_total"), "source": meta.get("source")}

@@ -195,7 +195,9 @@ class Generator:
 
     def __init__(self, checkpoint: str | os.PathLike, codec: str, codec_weights: str | os.PathLike,
                  text_encoder: str | os.PathLike, device: str = "auto", kappa: int | None = None,
-                 max_text_length: int = 256):
+                 max_text_length: int = 256, refiner=None, refiner_sampler=None):
+        """``refiner``: an :class:`ssmttm.refiner.Refiner` (the two-stage system: the LM's kappa codebooks
+        are completed to all K before decoding) with its ``refiner_sampler`` settings, or None."""
         from ssmttm.codec import resolve_device
         from ssmttm.text.embed import encoder_identity
         from ssmttm.text.encoder import load_t5_encoder
@@ -210,6 +212,9 @@ class Generator:
         self.text_key, self.text_sha256 = encoder_identity(text_encoder)
         self.encoder, self.tokenizer = load_t5_encoder(text_encoder, str(self.device))
         self.max_text_length = int(max_text_length)
+        self.refiner, self.refiner_sampler = refiner, refiner_sampler
+        if refiner is not None:
+            refiner.check_codec(self.codec)
         self.load_checkpoint(checkpoint, kappa)
 
     def load_checkpoint(self, checkpoint: str | os.PathLike, kappa: int | None = None) -> None:
@@ -232,6 +237,9 @@ class Generator:
         if want and want != self.text_sha256:
             raise GenerationError(f"checkpoint {self.ckpt_dir} was trained with text encoder sha256 {want[:12]}, "
                                   f"but --text-encoder {self.text_arg} has sha256 {self.text_sha256[:12]}")
+        if self.refiner is not None and self.refiner.cond_codebooks != self.kappa:
+            raise GenerationError(f"checkpoint {self.ckpt_dir} models kappa={self.kappa} codebooks, the refiner "
+                                  f"completes kappa={self.refiner.cond_codebooks}")
         d = int(self.encoder.config.d_model)
         if d != self.lm.cfg.text_dim:
             raise GenerationError(f"--text-encoder {self.text_arg} gives {d}-d states but checkpoint "
@@ -282,14 +290,20 @@ class Generator:
                     "kappa": self.kappa, **cfg.to_dict(), "n_tokens": int(n_tokens),
                     "seconds": n_tokens / self.codec.frame_rate, "codec": self.codec.name,
                     "codec_weights": self.codec_key, "codec_sha256": self.codec.weights_sha256,
-                    "decode_kappa": self.kappa, "text_encoder": self.text_key, "text_encoder_sha256": self.text_sha256,
+                    "decode_kappa": self.kappa if self.refiner is None else self.refiner.n_codebooks,
+                    "stages": "single-stage" if self.refiner is None else "two-stage",
+                    **({} if self.refiner is None else {**self.refiner.describe(), **self.refiner_sampler.to_dict()}),
+                    "text_encoder": self.text_key, "text_encoder_sha256": self.text_sha256,
                     "sample_rate": sr, "variant": self.lm.cfg.variant, "step": self.meta.get("step"),
                     "prompt_set": prompt_set}
         items, rejected, gen_s = [], [], 0.0
         for b in range(0, len(prompts), batch_size):
             chunk = prompts[b:b + batch_size]
             tb = time.time()
-            codes = self.generate_codes([enc[t] for _, t in chunk], enc[""], n_tokens, cfg, seed)
+            states = [enc[t] for _, t in chunk]
+            codes = self.generate_codes(states, enc[""], n_tokens, cfg, seed)
+            if self.refiner is not None:  # two-stage: codebooks kappa+1..K from the refiner
+                codes = self.refiner.refine(codes, states, enc[""], [t for _, t in chunk], self.refiner_sampler, seed)
             gen_s += time.time() - tb
             wav = self.decode(codes)
             for (pid, text), x in zip(chunk, wav):
@@ -336,6 +350,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--kappa", type=int, default=None, help="expected codebooks; must match the checkpoint")
     p.add_argument("--max-text-length", type=int, default=256, help="T5 tokens per prompt incl. </s>")
     p.add_argument("--format", default="wav", choices=AUDIO_FORMATS)
+    p.add_argument("--refiner", default=None,
+                   help="two-stage: a refiner checkpoint (train_refiner run folder, ckpt/step_N or done.json; or a "
+                        "DiscoDiff checkpoint with --refiner-backend discodiff) that completes the LM's codebooks")
+    p.add_argument("--refiner-backend", default="ssmttm", help="refiner registry name (ssmttm, discodiff)")
+    p.add_argument("--refiner-steps", type=int, default=100, help="diffusion sampling steps (default 100)")
+    p.add_argument("--refiner-cfg-scale", type=float, default=3.0, help="refiner guidance scale (default 3.0)")
+    p.add_argument("--refiner-sampler", default="ddpm", help="ddpm (ancestral) or ddim (deterministic, fewer steps)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--out-dir", required=True, action="append",
                    help="results/generate/<exp>/seed<S>/step_N/<set> (one per --checkpoint, same order)")
@@ -355,6 +376,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.sampling = smp.SamplingConfig(args.cfg_scale, args.temperature, args.top_k)
     except smp.SamplingError as exc:
         p.error(str(exc))
+    from ssmttm.refiner.diffusion import SamplerConfig
+
+    try:
+        args.refiner_sampling = SamplerConfig(args.refiner_steps, args.refiner_cfg_scale, args.refiner_sampler)
+    except ValueError as exc:
+        p.error(f"--refiner-*: {exc}")
     return args
 
 
@@ -363,6 +390,7 @@ def main(argv: list[str]) -> int | None:
     from ssmttm.codec import CodecError
     from ssmttm.generate.prompts import PromptError, load_prompt_set
     from ssmttm.models.checkpoint import CheckpointError
+    from ssmttm.refiner import RefinerError, load_refiner
     from ssmttm.text.encoder import TextEncoderError
     from ssmttm.weights import MissingWeightError
 
@@ -370,9 +398,16 @@ def main(argv: list[str]) -> int | None:
     args = parse_args(argv)
     try:
         prompts = load_prompt_set(args.prompt_set, prompts=args.prompt, prompts_file=args.prompts_file)
+        refiner = None
+        if args.refiner:
+            from ssmttm.codec import resolve_device
+
+            refiner = load_refiner(args.refiner_backend, args.refiner, resolve_device(args.device))
         gen = Generator(args.checkpoint[0], args.codec, args.codec_weights, args.text_encoder, args.device,
-                        kappa=args.kappa, max_text_length=args.max_text_length)
-    except (PromptError, CheckpointError, GenerationError, CodecError, TextEncoderError, MissingWeightError) as exc:
+                        kappa=args.kappa, max_text_length=args.max_text_length, refiner=refiner,
+                        refiner_sampler=args.refiner_sampling)
+    except (PromptError, CheckpointError, GenerationError, CodecError, TextEncoderError, MissingWeightError,
+            RefinerError) as exc:
         log.error("%s", exc)
         return 2
     ok = True

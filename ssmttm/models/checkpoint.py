@@ -27,8 +27,9 @@ class CheckpointError(ValueError):
 
 
 def save_model(out_dir: str | os.PathLike, lm, meta: dict[str, Any] | None = None,
-               extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write ``lm`` (its weights and config) and ``meta`` to ``out_dir`` atomically; returns out_dir."""
+               extra_files: dict[str, bytes] | None = None, config_file: str = CONFIG_FILE) -> Path:
+    """Write ``lm`` (its weights and ``lm.cfg`` as ``config_file``) and ``meta`` to ``out_dir``
+    atomically; returns out_dir. Any module with a ``cfg.to_dict()`` (the refiner too) fits."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -37,7 +38,7 @@ def save_model(out_dir: str | os.PathLike, lm, meta: dict[str, Any] | None = Non
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in lm.state_dict().items()}
         save_file(state, str(tmp / MODEL_FILE))
-        io.write_json(tmp / CONFIG_FILE, lm.cfg.to_dict())
+        io.write_json(tmp / config_file, lm.cfg.to_dict())
         io.write_json(tmp / META_FILE, meta or {})
         for name, data in (extra_files or {}).items():
             with io.atomic_open(tmp / name, "wb") as f:
@@ -51,13 +52,13 @@ def save_model(out_dir: str | os.PathLike, lm, meta: dict[str, Any] | None = Non
     return out_dir
 
 
-def read_meta(ckpt_dir: str | os.PathLike) -> tuple[dict, dict]:
-    """(lm_config dict, meta dict) of a checkpoint, without loading weights."""
+def read_meta(ckpt_dir: str | os.PathLike, config_file: str = CONFIG_FILE) -> tuple[dict, dict]:
+    """(config dict, meta dict) of a checkpoint, without loading weights."""
     ckpt_dir = Path(ckpt_dir)
-    for name in (MODEL_FILE, CONFIG_FILE, META_FILE):
+    for name in (MODEL_FILE, config_file, META_FILE):
         if not (ckpt_dir / name).is_file():
             raise CheckpointError(f"{ckpt_dir}: not a checkpoint (missing {name})")
-    with open(ckpt_dir / CONFIG_FILE, encoding="utf-8") as f:
+    with open(ckpt_dir / config_file, encoding="utf-8") as f:
         cfg = json.load(f)
     with open(ckpt_dir / META_FILE, encoding="utf-8") as f:
         meta = json.load(f)
@@ -70,8 +71,6 @@ def load_model(ckpt_dir: str | os.PathLike, device=None, kappa: int | None = Non
     ``kappa``: the number of codebooks the caller will feed; a checkpoint trained for another κ
     fails here with both numbers named, not later with a shape error.
     """
-    from safetensors.torch import load_file
-
     from ssmttm.models import build_lm
     from ssmttm.models.config import LMConfig
 
@@ -82,10 +81,17 @@ def load_model(ckpt_dir: str | os.PathLike, device=None, kappa: int | None = Non
         raise CheckpointError(
             f"{ckpt_dir}: trained for kappa={cfg.n_codebooks} codebooks, but kappa={kappa} was requested"
         )
-    lm = build_lm(cfg, device=device)
-    state = load_file(str(ckpt_dir / MODEL_FILE), device=str(device or "cpu"))
-    missing, unexpected = lm.load_state_dict(state, strict=False)
+    return load_weights(build_lm(cfg, device=device), ckpt_dir, device), meta
+
+
+def load_weights(module, ckpt_dir: str | os.PathLike, device=None):
+    """Load the folder's model.safetensors into ``module`` strictly (CheckpointError naming the folder
+    and the mismatching keys); returns the module in eval mode."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(ckpt_dir) / MODEL_FILE), device=str(device or "cpu"))
+    missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{ckpt_dir}: weights do not match the config (missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]})")
-    return lm.eval(), meta
+    return module.eval()

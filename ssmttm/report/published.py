@@ -17,6 +17,8 @@ published names map onto them as follows:
 
 from __future__ import annotations
 
+from ssmttm.eval.evaluate import ROW_KEYS  # noqa: F401  (one definition of a score row's columns)
+
 REFERENCE = "REFERENCE.md"
 PAPER = "Lee et al., Training-Efficient Text-to-Music Generation with State-Space Modeling, arXiv 2601.14786"
 SRC_CURVES = f"{PAPER}, two-stage training curves (figure, read off, {REFERENCE} section 3)"
@@ -73,11 +75,6 @@ MUSICGEN_SMALL_SCORES = {
 # The paper's headline claims (REFERENCE.md section 4), in percent.
 PAPER_CLAIMS = {"data_pct": 2.0, "flops_pct": 9.0}
 
-ROW_KEYS = (
-    "metric", "value", "ci_low", "ci_high", "n", "n_ref", "lower_is_better", "status", "model", "checkpoint",
-    "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "bootstrap", "system_kind", "experiment",
-    "variant", "preset", "kappa", "seed", "step", "prompt_set", "params", "flops_6nd", "flops_measured", "source",
-)
 # Embedding model each published metric was computed with, where the source says so.
 _MODEL = {"fad_vggish": "vggish", "kl_passt": "passt", "clap_score": "clap", "fd_paper": None}
 
@@ -126,7 +123,7 @@ def curve_rows(variants: list[str] | None = None) -> list[dict]:
                 rows.append(_row(metric=metric, value=float(v), ci_low=v - e, ci_high=v + e,
                                  lower_is_better=LOWER_IS_BETTER[metric], model=_MODEL[metric],
                                  experiment=f"paper_{variant.replace('-', '_')}_k1", variant=variant, preset="paper",
-                                 kappa=1, step=step, params=n, flops_6nd=fl,
+                                 kappa=1, stages="two-stage", step=step, params=n, flops_6nd=fl,
                                  source=f"{SRC_CURVES}; read-off +-{e:g}; flops_6nd derived (6 x (N - 1025 x 1024) "
                                         f"x step x 128 x 2588)"))
     return rows

@@ -2,7 +2,8 @@
 
 Input: score JSON files ``{"rows": [row, ...]}`` (the evaluation contract: one row per system x
 seed x step x metric, ``system_kind`` generated / ground_truth / resynth) and a study map
-``{study: {"kind": "comparison" | "curve", "experiments": [...], "title": str, "published": bool}}``.
+``{study: {"kind": "comparison" | "curve", "experiments": [...], "title": str, "published": bool,
+"step": int | None}}``.
 
 Per study, ``<study>.csv`` (long: one row per system x step x metric, every protocol column),
 ``<study>.md`` and ``<study>.tex`` (wide: one "mean ± sd" column per metric, protocol listed under
@@ -11,7 +12,8 @@ mean of the per-seed bootstrap CI bounds, n clips. Every table carries the groun
 re-synthesis rows (a broken metric is told apart from a bad model, as audiocraft's ``use_gt``) and
 the published rows (MusicGen-small; curve studies also the paper's curve points). Rows whose status
 is "pipeline check, not a score" are marked † with a footnote. Comparison studies show each
-experiment at its last evaluated step; curve studies every step, and get plots (evalcurves).
+experiment at its last evaluated step (or all at ``step``, matched LM steps); curve studies every
+step, and get plots (evalcurves).
 Also ``all_scores.csv``: every input row and every published row, flat.
 """
 
@@ -35,10 +37,10 @@ PIPELINE_CHECK = "pipeline check, not a score"
 DAGGER = "†"
 ROW_KEYS = published.ROW_KEYS
 KEYS = ("system_kind", "experiment", "step", "prompt_set")
-IDENT = ("variant", "preset", "kappa", "params", "flops_6nd", "flops_measured")
+IDENT = ("variant", "preset", "kappa", "stages", "params", "flops_6nd", "flops_measured")
 PROTOCOL = ("model", "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "bootstrap")
 LONG_COLUMNS = (
-    "study", *KEYS[:2], "variant", "preset", "kappa", "step", "prompt_set", "params", "flops_6nd", "flops_measured",
+    "study", *KEYS[:2], "variant", "preset", "kappa", "stages", "step", "prompt_set", "params", "flops_6nd", "flops_measured",
     "metric", "metric_label", "lower_is_better", "mean", "sd", "n_seeds", "seeds", "ci_low", "ci_high", "n", "n_ref",
     *PROTOCOL, "status", "source",
 )
@@ -176,16 +178,31 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=cols)
 
 
+def variant_label(r) -> str:
+    """'prefix-simba (κ 1 + refiner)' for a two-stage system, 'prefix-simba (κ 4)' single-stage."""
+    if _blank(r.get("variant")):
+        return ""
+    if _blank(r.get("kappa")) or r.get("system_kind") != "generated":
+        return str(r["variant"])
+    return f"{r['variant']} (κ {int(r['kappa'])}{' + refiner' if r.get('stages') == 'two-stage' else ''})"
+
+
 # --- studies -----------------------------------------------------------------------------------------
 def study_table(agg: pd.DataFrame, name: str, spec: dict) -> pd.DataFrame:
-    """The long table of one study: its experiments (comparison: each at its last step; curve: every
-    step), the ground-truth and resynth rows (of the study's prompt sets), and published rows."""
+    """The long table of one study: its experiments (comparison: each at its last step, or every one
+    at ``spec["step"]`` for matched steps; curve: every step), the ground-truth and resynth rows (of
+    the study's prompt sets), and published rows."""
     exps = list(spec["experiments"])
     gen = agg[(agg["system_kind"] == "generated") & agg["experiment"].isin(exps)]
     for e in exps:
         if not (gen["experiment"] == e).any():
             log.warning("study %s: no scores for experiment %s", name, e)
-    if spec["kind"] == "comparison" and len(gen):
+    if spec["kind"] == "comparison" and len(gen) and spec.get("step") is not None:
+        gen = gen[gen["step"] == int(spec["step"])]
+        for e in exps:
+            if not (gen["experiment"] == e).any():
+                log.warning("study %s: no scores for experiment %s at step %s", name, e, spec["step"])
+    elif spec["kind"] == "comparison" and len(gen):
         last = gen.groupby("experiment")["step"].transform(lambda s: s.max())
         gen = gen[(gen["step"] == last) | last.isna()]
     refs = agg[agg["system_kind"].isin(["ground_truth", "resynth"])]
@@ -239,7 +256,7 @@ def wide(study: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
             mixed = x["status"] == PIPELINE_CHECK and not check.all()  # only some metrics of the row are checks
             cells[x["metric"]] = fmt_value(x["mean"], x["sd"]) + (DAGGER if mixed else "")
         n_seeds = g["n_seeds"].dropna()
-        row = [str(r["system_kind"]).replace("_", " "), label, "" if _blank(r["variant"]) else str(r["variant"]),
+        row = [str(r["system_kind"]).replace("_", " "), label, variant_label(r),
                "" if _blank(r["step"]) else f"{int(r['step']):,}",
                "" if _blank(r["params"]) else f"{float(r['params']) / 1e6:.2f}",
                "" if _blank(r["flops_6nd"]) else f"{float(r['flops_6nd']):.2e}"]
@@ -339,8 +356,11 @@ def parse_studies(text: str) -> dict[str, dict]:
         exps = spec.get("experiments")
         if not isinstance(exps, list) or not all(isinstance(e, str) for e in exps):
             raise ValueError(f"study {name!r}: 'experiments' must be a list of names")
+        step = spec.get("step")
+        if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
+            raise ValueError(f"study {name!r}: 'step' must be a positive integer or null, got {step!r}")
         out[name] = {"kind": spec["kind"], "experiments": exps, "title": str(spec.get("title") or name),
-                     "published": bool(spec.get("published", True))}
+                     "published": bool(spec.get("published", True)), "step": step}
     return out
 
 

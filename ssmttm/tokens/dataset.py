@@ -39,7 +39,8 @@ class TokenDataset:
     ``__len__`` + ``__getitem__``; not a subclass, so importing this module does not import torch).
 
     ``__getitem__(i)`` -> dict:
-      codes       int64 [kappa, T + kappa]  delayed codes (T = clip frames, or max_frames if cropped)
+      codes       int64 [kappa, T + kappa]  delayed codes (T = clip frames, or max_frames if cropped);
+                                            with ``delay=False`` the aligned codes [kappa, T] (the refiner)
       codes_mask  bool  [kappa, T + kappa]  True where a real code sits (pattern.valid_mask)
       text        float16 [L, D]            stored encoder states of the chosen caption
       clip_id     str
@@ -56,6 +57,7 @@ class TokenDataset:
         caption: str = "random",
         seed: int = 0,
         shards: list[str] | None = None,
+        delay: bool = True,
     ):
         from ssmttm.text.store import TextStore
         from ssmttm.tokens.store import TokenStore
@@ -74,6 +76,7 @@ class TokenDataset:
                 f"(codec {store.meta.get('codec')!r}, weights {store.meta.get('weights')!r})"
             )
         self.kappa, self.split, self.max_frames, self.caption, self.seed = int(kappa), split, max_frames, caption, seed
+        self.delay = bool(delay)
         self.epoch = 0
         index = store.index
         self._rows = np.flatnonzero((index["split"] == split).to_numpy())
@@ -157,11 +160,16 @@ class TokenDataset:
         i = int(i) % len(self)
         start, n = self.crop(i)
         codes = self._tokens().codes(int(self._rows[i]), self.kappa)[:, start:start + n]  # uint16 [kappa, n]
-        seq = pattern.build(torch.from_numpy(codes.astype(np.int64)))
+        seq = torch.from_numpy(codes.astype(np.int64))
+        if self.delay:
+            seq = pattern.build(seq)
+            mask = pattern.valid_mask(self.kappa, n, like=seq)
+        else:
+            mask = torch.ones(seq.shape, dtype=torch.bool)
         cid = self.caption_id(i)
         return {
             "codes": seq,
-            "codes_mask": pattern.valid_mask(self.kappa, n, like=seq),
+            "codes_mask": mask,
             "text": torch.from_numpy(np.array(self.text.embedding(cid))),
             "clip_id": self.clip_ids[i],
             "caption_id": cid,

@@ -14,6 +14,11 @@ import json
 from typing import Any
 
 CARD_VERSION = 1
+_DESCRIPTION = {
+    "lm": "Text-to-music language model over DAC 44.1 kHz codes (ssmttm; paper arXiv 2601.14786).",
+    "refiner": "Diffusion refiner of the two-stage system: given DAC codebook-1 codes and the text, it generates "
+               "the remaining codebooks' latents (ssmttm; paper arXiv 2601.14786).",
+}
 
 
 def card_dict(meta: dict[str, Any], lm_config: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
@@ -58,13 +63,14 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     lines = [
         f"# {m.get('experiment', '?')} / seed {m.get('seed', '?')} / step {m.get('step', '?')}",
         "",
-        "Text-to-music language model over DAC 44.1 kHz codes (ssmttm; paper arXiv 2601.14786).",
+        _DESCRIPTION.get(m.get("model", "lm"), _DESCRIPTION["lm"]),
         "",
         "## Model",
         f"- variant: {m.get('variant')} (preset {m.get('preset')}), kappa = {m.get('kappa')} codebook(s)",
         f"- layers: {cfg.get('n_layers')}, d_model: {cfg.get('d_model')}, layout: {cfg.get('layout')}",
         f"- trainable parameters: {m.get('n_params'):,} (non-embedding {m.get('n_params_non_embedding'):,})",
-        f"- weights: `model.safetensors`; config: `lm_config.json`; metadata: `meta.json`; this card: `card.json`",
+        f"- weights: `model.safetensors`; config: `{m.get('model', 'lm')}_config.json`; metadata: `meta.json`; "
+        "this card: `card.json`",
         "",
         "## Training",
         f"- steps: {m.get('step')}; tokens seen (audio positions): {m.get('tokens_seen'):,}",

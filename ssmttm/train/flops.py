@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 
 
-def count_params(lm) -> tuple[int, int]:
-    """(trainable parameters, non-embedding trainable parameters) of an LM (see module docstring)."""
+def count_params(lm, embeddings=None) -> tuple[int, int]:
+    """(trainable parameters, non-embedding trainable parameters) of an LM (see module docstring);
+    ``embeddings``: the lookup tables left out of N (default ``lm.emb``)."""
     total = sum(p.numel() for p in lm.parameters() if p.requires_grad)
-    emb = sum(p.numel() for e in lm.emb for p in e.parameters() if p.requires_grad)
+    emb = sum(p.numel() for e in (lm.emb if embeddings is None else embeddings) for p in e.parameters()
+              if p.requires_grad)
     return int(total), int(total - emb)
 
 

@@ -88,10 +88,6 @@ class Trainer:
         import numpy as np
         import torch
 
-        from ssmttm.models import build_lm
-        from ssmttm.models.config import from_preset
-        from ssmttm.text.store import EMPTY_ID
-        from ssmttm.tokens.dataset import TokenDataset, TokenDatasetError
         from ssmttm.train import flops, state
         from ssmttm.train.data import MicroBatches
         from ssmttm.train.schedule import WarmupCosine
@@ -103,25 +99,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
-        self.train_ds = TokenDataset(cfg.tokens, cfg.text, cfg.kappa, "train", cfg.max_frames, cfg.caption, cfg.seed)
-        try:
-            self.val_ds = TokenDataset(cfg.tokens, cfg.text, cfg.kappa, "valid", cfg.max_frames, "primary", cfg.seed)
-        except TokenDatasetError as exc:
-            log.warning("no validation loss: %s", exc)
-            self.val_ds = None
-        text_store = self.train_ds.text
-        self.empty = np.asarray(text_store.embedding(EMPTY_ID), dtype=np.float32)
-        overrides = dict(cfg.model_overrides)
-        for key, val in (("n_codebooks", cfg.kappa), ("dropout", cfg.dropout), ("text_dim", text_store.d_model)):
-            if key in overrides and overrides[key] != val:
-                raise ValueError(f"--model-overrides {key}={overrides[key]} contradicts {val} (from --kappa / "
-                                 f"--dropout / the text store's d_model)")
-            overrides[key] = val
-        self.model_cfg = from_preset(cfg.preset, cfg.variant, **overrides)
-        self.lm = build_lm(self.model_cfg, device=self.device)
+        self._build()
         if self.world > 1 and self.rank > 0:
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # own dropout stream per rank
-        self.n_params, self.n_params_non_emb = flops.count_params(self.lm)
+        self.n_params, self.n_params_non_emb = flops.count_params(self.lm, self._embeddings())
         self.optimizer = torch.optim.AdamW(param_groups(self.lm, cfg.weight_decay), lr=cfg.lr,
                                            betas=tuple(cfg.betas), eps=cfg.eps)
         self.sched = WarmupCosine(self.optimizer, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
@@ -141,6 +122,69 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.lm, device_ids=ids)
         self._data_meta = self._data_provenance()
+
+    # --- what is trained (the hooks a subclass replaces: ssmttm.refiner.train) -----------------------
+    MODEL_KIND = "lm"
+    CONFIG_FILE = "lm_config.json"
+
+    def _build(self) -> None:
+        """Set ``train_ds``, ``val_ds`` (or None), ``empty`` (the empty prompt's states), ``model_cfg`` and
+        ``lm`` (the module trained, on ``self.device``)."""
+        import numpy as np
+
+        from ssmttm.models import build_lm
+        from ssmttm.models.config import from_preset
+        from ssmttm.text.store import EMPTY_ID
+        from ssmttm.tokens.dataset import TokenDataset, TokenDatasetError
+
+        cfg = self.cfg
+        self.train_ds = TokenDataset(cfg.tokens, cfg.text, cfg.kappa, "train", cfg.max_frames, cfg.caption, cfg.seed)
+        try:
+            self.val_ds = TokenDataset(cfg.tokens, cfg.text, cfg.kappa, "valid", cfg.max_frames, "primary", cfg.seed)
+        except TokenDatasetError as exc:
+            log.warning("no validation loss: %s", exc)
+            self.val_ds = None
+        text_store = self.train_ds.text
+        self.empty = np.asarray(text_store.embedding(EMPTY_ID), dtype=np.float32)
+        overrides = dict(cfg.model_overrides)
+        for key, val in (("n_codebooks", cfg.kappa), ("dropout", cfg.dropout), ("text_dim", text_store.d_model)):
+            if key in overrides and overrides[key] != val:
+                raise ValueError(f"--model-overrides {key}={overrides[key]} contradicts {val} (from --kappa / "
+                                 f"--dropout / the text store's d_model)")
+            overrides[key] = val
+        self.model_cfg = from_preset(cfg.preset, cfg.variant, **overrides)
+        self.lm = build_lm(self.model_cfg, device=self.device)
+
+    def _embeddings(self):
+        """Token embedding modules, left out of N in 6ND (ssmttm.train.flops)."""
+        return self.lm.emb
+
+    def _micro_loss(self, batch):
+        """Loss of one (CFG-dropped) micro-batch: token-mean cross-entropy with label smoothing."""
+        cfg = self.cfg
+        codes = batch["codes"].to(self.device, non_blocking=True)
+        with self._autocast():
+            logits = self.model(codes, batch["text"].to(self.device), batch["text_mask"].to(self.device))
+        return self.lm.loss(logits, codes, batch["codes_mask"].to(self.device), cfg.label_smoothing)
+
+    def _val_sums(self, batch, index: int) -> tuple[float, float, float]:
+        """(loss x n, smoothed loss x n, n) of validation micro-batch ``index``: n = real tokens."""
+        from ssmttm.constants import SPECIAL_TOKEN
+
+        codes = batch["codes"].to(self.device)
+        mask = batch["codes_mask"].to(self.device)
+        with self._autocast():
+            logits = self.lm(codes, batch["text"].to(self.device), batch["text_mask"].to(self.device))
+        nt = float((mask & (codes != SPECIAL_TOKEN)).sum())
+        return (float(self.lm.loss(logits, codes, mask, 0.0)) * nt,
+                float(self.lm.loss(logits, codes, mask, self.cfg.label_smoothing)) * nt, nt)
+
+    def _forward_flops(self, batch) -> tuple[int, int]:
+        """(forward FLOPs, positions) of one forward pass over ``batch``."""
+        from ssmttm.train.flops import measure_forward_flops
+
+        return measure_forward_flops(self.model_cfg, batch["codes"], batch["text"], batch["text_mask"],
+                                     device=self.device)
 
     # --- setup ------------------------------------------------------------------------------------
     def _setup_distributed(self, device: str) -> None:
@@ -198,7 +242,7 @@ class Trainer:
         from ssmttm.models.checkpoint import read_meta
         from ssmttm.train import state
 
-        cfg_dict, _ = read_meta(folder)
+        cfg_dict, _ = read_meta(folder, self.CONFIG_FILE)
         if cfg_dict != self.model_cfg.to_dict():
             raise TrainError(f"resume: {folder} holds a model with another config than this run's flags; use a "
                              f"new --run-dir or the original flags")
@@ -253,10 +297,7 @@ class Trainer:
                                 batch_rng(cfg.seed, epoch, b, self.rank))
             sync = self.world > 1 and j < cfg.grad_accum - 1
             with (self.model.no_sync() if sync else contextlib.nullcontext()):
-                codes = batch["codes"].to(self.device, non_blocking=True)
-                with self._autocast():
-                    logits = self.model(codes, batch["text"].to(self.device), batch["text_mask"].to(self.device))
-                loss = self.lm.loss(logits, codes, batch["codes_mask"].to(self.device), cfg.label_smoothing)
+                loss = self._micro_loss(batch)
                 (loss / cfg.grad_accum).backward()
             losses.append(loss.detach().float())
             clip_ids.append(batch["clip_ids"])
@@ -297,7 +338,6 @@ class Trainer:
         ``val_loss`` is plain cross-entropy, ``val_loss_smoothed`` uses the training label smoothing."""
         import torch
 
-        from ssmttm.constants import SPECIAL_TOKEN
         from ssmttm.tokens.dataset import collate
         from ssmttm.train.data import check_codes
 
@@ -308,19 +348,15 @@ class Trainer:
         chunks = [idx[i:i + self.cfg.batch_size] for i in range(0, len(idx), self.cfg.batch_size)]
         if self.cfg.val_max_batches > 0:
             chunks = chunks[:self.cfg.val_max_batches]
-        acc = torch.zeros(4, dtype=torch.float64, device=self.device)  # ce sum, smoothed sum, tokens, clips
+        acc = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, smoothed sum, tokens, clips
         self.lm.eval()
         with torch.no_grad():
-            for chunk in chunks:
+            for j, chunk in enumerate(chunks):
                 batch = collate([self.val_ds[i] for i in chunk])
                 check_codes(batch)
-                codes = batch["codes"].to(self.device)
-                mask = batch["codes_mask"].to(self.device)
-                with self._autocast():
-                    logits = self.lm(codes, batch["text"].to(self.device), batch["text_mask"].to(self.device))
-                nt = float((mask & (codes != SPECIAL_TOKEN)).sum())
-                acc[0] += float(self.lm.loss(logits, codes, mask, 0.0)) * nt
-                acc[1] += float(self.lm.loss(logits, codes, mask, self.cfg.label_smoothing)) * nt
+                ce, sm, nt = self._val_sums(batch, j)
+                acc[0] += ce
+                acc[1] += sm
                 acc[2] += nt
                 acc[3] += len(chunk)
         self._all_reduce(acc)
@@ -332,14 +368,12 @@ class Trainer:
         """Forward FLOPs per position on a small fixed batch (the first two clips of the valid split,
         else of the train split). FLOPs depend only on shapes, so a shape already measured is reused."""
         from ssmttm.tokens.dataset import collate
-        from ssmttm.train.flops import measure_forward_flops
 
         ds = self.val_ds or self.train_ds
         batch = collate([ds[i] for i in range(min(2, len(ds)))])
         key = (tuple(batch["codes"].shape), tuple(batch["text"].shape), int(batch["text_mask"].sum()))
         if key not in self._flops_cache:
-            self._flops_cache[key] = measure_forward_flops(self.model_cfg, batch["codes"], batch["text"],
-                                                           batch["text_mask"], device=self.device)
+            self._flops_cache[key] = self._forward_flops(batch)
         fl, positions = self._flops_cache[key]
         self.measured["per_token"] = fl / positions
         self.measured["total"] = 3.0 * self.measured["per_token"] * self.tokens_seen
@@ -348,7 +382,7 @@ class Trainer:
         from ssmttm.train.flops import flops_6nd
 
         c = self.cfg
-        return {"experiment": c.experiment, "seed": c.seed, "step": self.step, "variant": c.variant,
+        return {"model": self.MODEL_KIND, "experiment": c.experiment, "seed": c.seed, "step": self.step, "variant": c.variant,
                 "preset": c.preset, "kappa": c.kappa, "n_params": self.n_params,
                 "n_params_non_embedding": self.n_params_non_emb, "tokens_seen": self.tokens_seen,
                 "flops_6nd": flops_6nd(self.n_params_non_emb, self.tokens_seen),
@@ -382,7 +416,7 @@ class Trainer:
         attribution = Path(self.cfg.attribution).read_bytes() if self.cfg.attribution else None
         files = card.card_files(meta, self.model_cfg.to_dict(), self.cfg.recipe(), attribution)
         files[state.STATE_FILE] = state.state_bytes(st)
-        folder = save_model(self.ckpt_root / name, self.lm, meta, files)
+        folder = save_model(self.ckpt_root / name, self.lm, meta, files, self.CONFIG_FILE)
         state.write_last(self.ckpt_root, name)
         self._prune()
         return folder
@@ -511,9 +545,13 @@ class Trainer:
 
 def main(argv: list[str]) -> int:
     logs.setup()
-    cfg = parse_args(argv)
+    return run_stage(Trainer, parse_args(argv))
+
+
+def run_stage(trainer_cls, cfg: TrainConfig) -> int:
+    """Build ``trainer_cls(cfg)`` and train; exit code 2 for bad inputs, 1 for a training failure."""
     try:
-        trainer = Trainer(cfg)
+        trainer = trainer_cls(cfg)
     except (ValueError, TrainError) as exc:  # bad stores, config or resume state: the message names it
         log.error("%s", exc)
         return 2
@@ -525,8 +563,8 @@ def main(argv: list[str]) -> int:
     finally:
         trainer.close()
     if trainer.is_main:
-        log.info("done: step %d, %d tokens, 6ND %.3g FLOPs -> %s", done["step"], done["tokens_seen"],
-                 done["flops_6nd"], cfg.out)
+        log.info("done: %s step %d, %d positions, 6ND %.3g FLOPs, validation loss %s -> %s", done["model"],
+                 done["step"], done["tokens_seen"], done["flops_6nd"], done.get("val_loss"), cfg.out)
     return 0
 
 

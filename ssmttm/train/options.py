@@ -69,16 +69,24 @@ def parse_args(argv: list[str]) -> TrainConfig:
     from ssmttm.models import VARIANTS
     from ssmttm.models.config import PRESETS
 
-    p = argparse.ArgumentParser(prog="ssmttm train",
-                                description="Train one LM variant: the paper recipe, resumable, DDP-ready (torchrun).")
+    p = common_parser("ssmttm train", "Train one LM variant: the paper recipe, resumable, DDP-ready (torchrun).")
+    a = p.add_argument
+    a("--variant", required=True, choices=list(VARIANTS))
+    a("--preset", required=True, choices=list(PRESETS))
+    a("--kappa", type=int, default=1, help="codebooks modelled (1 = two-stage system)")
+    a("--label-smoothing", type=float, default=0.1)
+    return finish(p, p.parse_args(argv), TrainConfig)
+
+
+def common_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags every trainer shares (run folder, stores, recipe, provenance); the LM and the refiner
+    add their model flags."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     a = p.add_argument
     a("--run-dir", required=True, help="results/train/<experiment>/seed<S>")
     a("--experiment", required=True)
     a("--tokens", required=True, help="token store root, results/tokens/<codec>")
     a("--text", required=True, help="text store folder, results/text/<encoder>")
-    a("--variant", required=True, choices=list(VARIANTS))
-    a("--preset", required=True, choices=list(PRESETS))
-    a("--kappa", type=int, default=1, help="codebooks modelled (1 = two-stage system)")
     a("--seed", type=int, default=0)
     a("--steps", type=int, required=True, help="optimizer steps")
     a("--checkpoint-every", type=int, default=500)
@@ -94,10 +102,9 @@ def parse_args(argv: list[str]) -> TrainConfig:
     a("--batch-size", type=int, default=4, help="sequences per micro-batch per rank")
     a("--grad-accum", type=int, default=32, help="micro-batches per optimizer step")
     a("--max-frames", type=int, default=2584, help="random crop length in frames (0 = whole clips)")
-    a("--label-smoothing", type=float, default=0.1)
     a("--cfg-dropout", type=float, default=0.1, help="p of replacing a prompt by the empty prompt")
     a("--cfg-token-dropout", type=float, default=0.1, help="p of masking out one text position")
-    a("--dropout", type=float, default=0.3, help="model dropout (LMConfig.dropout)")
+    a("--dropout", type=float, default=0.3, help="model dropout")
     a("--caption", default="random", choices=["random", "primary"], help="which of a clip's captions")
     a("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N (torchrun: LOCAL_RANK decides)")
@@ -109,9 +116,14 @@ def parse_args(argv: list[str]) -> TrainConfig:
     a("--manifest", required=True, help="results/data/manifest.parquet (its sha256 goes into the card)")
     a("--codec-receipt", default=None, help="results/weights/<key>.json (default: the token store's meta)")
     a("--text-receipt", default=None, help="results/weights/<key>.json (default: the text store's meta)")
-    a("--model-overrides", default="{}", help='JSON object of LMConfig fields, e.g. \'{"d_model": 64}\'')
+    a("--model-overrides", default="{}", help='JSON object of model config fields, e.g. \'{"d_model": 64}\'')
     a("--out", required=True, help="done.json, written last")
-    args = p.parse_args(argv)
+    return p
+
+
+def finish(p: argparse.ArgumentParser, args: argparse.Namespace, cls=TrainConfig, **fixed: Any):
+    """Validate parsed flags (errors name the flag) and build ``cls`` (TrainConfig or a subclass);
+    ``fixed``: fields the trainer sets itself (e.g. the refiner's ``variant``)."""
     try:
         overrides = json.loads(args.model_overrides)
     except json.JSONDecodeError as exc:
@@ -125,7 +137,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
         if val < lo:
             p.error(f"{flag} {val}: must be >= {lo}")
     for flag, val in (("--cfg-dropout", args.cfg_dropout), ("--cfg-token-dropout", args.cfg_token_dropout),
-                      ("--label-smoothing", args.label_smoothing)):
+                      ("--label-smoothing", getattr(args, "label_smoothing", 0.0))):
         if not 0.0 <= val < 1.0:
             p.error(f"{flag} {val}: must be in [0, 1)")
     for flag in ("licenses", "attribution", "manifest", "codec_receipt", "text_receipt"):
@@ -135,4 +147,4 @@ def parse_args(argv: list[str]) -> TrainConfig:
     kw = {k: v for k, v in vars(args).items() if k != "model_overrides"}
     kw["betas"] = tuple(kw["betas"])
     kw["max_frames"] = kw["max_frames"] or None
-    return TrainConfig(model_overrides=overrides, **kw)
+    return cls(model_overrides=overrides, **kw, **fixed)
