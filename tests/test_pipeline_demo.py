@@ -148,7 +148,7 @@ def test_every_variant_trained_and_generated(demo):
     from ssmttm.models.checkpoint import load_model
 
     runs = sorted((demo / "results/train").glob("*/seed0/done.json"))
-    assert len(runs) == 6
+    assert len(runs) == 8  # six kappa-1 experiments (two-stage) + two single-stage kappa-4 ones
     prompts = json.loads((demo / "results/generate/prompts/song_describer.json").read_text())["prompts"]
     for done in runs:
         run = done.parent
@@ -192,9 +192,10 @@ AGGREGATES = {"tables", "report_pages", "loss_curves", "all", "evaluate_all", "t
 def test_evaluation_tables_cover_every_system(demo):
     scores = pd.read_csv(demo / "results/tables/all_scores.csv")
     gen = scores[scores["system_kind"] == "generated"]
-    for exp in ("simba_k1", "transformer_k1", "mamba_k1", "cross_simba_k1", "simba_small", "transformer_small"):
+    for exp in ("simba_k1", "transformer_k1", "mamba_k1", "cross_simba_k1", "simba_small", "transformer_small",
+                "simba_k4", "transformer_k4"):
         rows = gen[gen["experiment"] == exp]
-        assert set(rows["seed"].astype(int)) == {0, 1, 2}, exp
+        assert set(rows["seed"].astype(int)) == ({0} if exp.endswith("k4") else {0, 1, 2}), exp
         assert {"fad_vggish", "kl_passt", "clap_score", "fd_logmel", "tempo_acc", "drums_acc"} <= set(
             rows["metric"]), exp
     curve = gen[gen["experiment"] == "simba_k1"]
@@ -209,7 +210,7 @@ def test_evaluation_tables_cover_every_system(demo):
     vgg = gen[gen["metric"] == "fad_vggish"].iloc[0]
     assert vgg["model"] == "vggish" and vgg["checkpoint"] == "vggish_tiny.pth" and len(vgg["checkpoint_sha256"]) == 64
     assert vgg["sample_rate"] == 16000 and vgg["n"] > 0
-    for study in ("variants", "curves", "scaling_down"):
+    for study in ("variants", "curves", "scaling_down", "stages"):
         for ext in ("csv", "md", "tex"):
             assert (demo / f"results/tables/{study}.{ext}").stat().st_size > 200
     md = (demo / "results/tables/variants.md").read_text()
@@ -218,6 +219,33 @@ def test_evaluation_tables_cover_every_system(demo):
         assert (demo / f"results/plots/eval/curves_vs_{x}.png").stat().st_size > 5000
     claims = pd.read_csv(demo / "results/tables/claims.csv")
     assert len(claims) >= 2
+
+
+def test_two_stage_chain(demo):
+    """Issue 7: the tiny refiner trains (its loss decreases), two-stage runs decode all 4 codebooks
+    through it, and the stages table compares them with single-stage kappa 4 at the same LM step."""
+    run = demo / "results/refiner/refiner"
+    log = pd.read_csv(run / "log.csv")
+    assert log["step"].iloc[-1] == 300
+    assert log["loss"].iloc[-20:].mean() < log["loss"].iloc[:20].mean()
+    val = pd.read_csv(run / "val.csv")
+    assert val["val_loss"].iloc[-1] < val["val_loss"].iloc[0]
+    done = json.loads((run / "done.json").read_text())
+    assert done["model"] == "refiner" and done["licences"]["preset"] == "paper"
+    set_dir = demo / "results/generate/simba_k1/seed0/step_0000200/song_describer"
+    first = json.loads((set_dir / "index.json").read_text())["items"][0]
+    side = json.loads((set_dir / first["sidecar"]).read_text())
+    assert side["stages"] == "two-stage" and side["kappa"] == 1 and side["decode_kappa"] == 4
+    assert side["refiner_steps"] == 25 and side["refiner_sampler"] == "ddim" and side["refiner_step"] == 300
+    k4 = json.loads((demo / "results/generate/simba_k4/seed0/step_0000200/song_describer/index.json").read_text())
+    assert k4["stages"] == "single-stage" and k4["decode_kappa"] == 4
+    stages = pd.read_csv(demo / "results/tables/stages.csv")
+    gen = stages[stages["system_kind"] == "generated"]
+    assert set(gen["experiment"]) == {"simba_k1", "simba_k4", "transformer_k1", "transformer_k4"}
+    assert set(gen["step"].astype(int)) == {200}
+    assert dict(zip(gen["experiment"], gen["stages"]))["simba_k1"] == "two-stage"
+    assert "resynth_k4" in set(stages["experiment"])  # the all-codebook ceiling both systems aim at
+    assert "prefix-simba (κ 1 + refiner)" in (demo / "results/tables/stages.md").read_text()
 
 
 def test_reference_availability_names_missing_clips(demo):
@@ -260,11 +288,11 @@ def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
     jobs = scheduled_jobs(r.stdout + r.stderr)
     own = [(rule, wc) for rule, wc in jobs if rule not in AGGREGATES]
     assert own and all("metric=fd_clap" in wc for _, wc in own), own
-    assert len(own) == 6 + 1 + 1  # six experiments, ground truth, resynth k1
+    assert len(own) == 8 + 1 + 2  # eight experiments, ground truth, resynth k1 and k4
     snakemake(repo, demo, "--cores", "2", *args, "--", "all")
     scores = pd.read_csv(demo / "results/tables/all_scores.csv")
     fd = scores[(scores["metric"] == "fd_clap") & (scores["system_kind"] == "generated")]
-    assert len(fd) == 6 * 3 + 2 * 3 * 2  # every experiment x seed at its final step, curve steps too
+    assert len(fd) == 6 * 3 + 2 * 1 + 2 * 3 * 2  # every experiment x seed at its final step, curve steps too
     assert (fd["model"] == "clap").all() and (fd["status"] == "pipeline check, not a score").all()
     r = snakemake(repo, demo, "-n", "--cores", "2", *args, "--", "all")
     assert "Nothing to be done" in r.stdout + r.stderr

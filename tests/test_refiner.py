@@ -160,6 +160,35 @@ def test_samplers_recover_the_target_of_a_perfect_model(sampler):
         assert torch.allclose(out, x0, atol=1e-4), (sampler, steps)
 
 
+class _GaussianDenoiser(torch.nn.Module):
+    """The exact denoiser of x0 ~ N(0, var) per channel: E[x0 | z_t] = a var z / (a^2 var + s^2)."""
+
+    def __init__(self, var, cfg):
+        super().__init__()
+        self.var, self.cfg = var, cfg
+
+    def encode_text(self, text):
+        return text
+
+    def forward(self, z, t, cond, text, mask, fm=None, text_encoded=False):
+        a, s = (u.reshape(-1, 1, 1) for u in D.alpha_sigma(t))
+        x0 = a * self.var * z / (a ** 2 * self.var + s ** 2)
+        eps = (z - a * x0) / s
+        return a * eps - s * x0
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_samplers_draw_from_the_data_distribution(sampler):
+    """With the exact denoiser of N(0, 0.25) data, samples have variance 0.25: a wrong noise term in the
+    ancestral update (or a wrong DDIM step) inflates or shrinks it."""
+    cfg = refiner_from_preset("tiny", n_codebooks=2, text_dim=TEXT)  # 8 channels
+    n, T = 64, 32
+    text, mask = _text(n)
+    x = D.sample(_GaussianDenoiser(0.25, cfg), torch.zeros(n, 1, T, dtype=torch.long), text, mask, text, mask,
+                 D.SamplerConfig(100, 1.0, sampler), [torch.Generator().manual_seed(i) for i in range(n)])
+    assert abs(float(x.var()) - 0.25) < 0.02, float(x.var())
+
+
 def test_sampling_is_seeded_batch_independent_and_guided(codec):
     net = _net(codec, seed=5)
     for p in net.out.parameters():
@@ -389,3 +418,15 @@ def test_discodiff_backend_plumbing(tmp_path, two_stage, dac_file, capsys):
         load_refiner("discodiff", folder)
     with pytest.raises(RefinerError, match="discodiff.json"):
         load_refiner("discodiff", tmp_path)
+
+
+def test_bench_prints_one_table_and_its_figures(repo, capsys):
+    spec = importlib.util.spec_from_file_location("refiner_speed", repo / "bench" / "refiner_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--seconds", "0.2", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = dict(kv.split("=") for kv in lines[-1].split())
+    for key in ("s_per_audio_s_4", "mel_4", "acc_4", "mel_ddim_1", "mel_codebook1_only", "loss_first", "loss_last"):
+        assert math.isfinite(float(figures[key])), key
+    assert any(line.split()[:1] == ["4"] for line in lines)  # the table row of 4 steps

@@ -7,8 +7,8 @@ Schedule (variance preserving, cosine): ``alpha(t) = cos(pi t / 2)``, ``sigma(t)
 
 Sampling walks a uniform grid ``t_0 = 1 > t_1 > ... > t_N = 0`` (``steps = N``, default 100) with
 the DDIM update ``z' = alpha' x0 + sqrt(sigma'^2 - s^2) eps + s xi``, where
-``s = eta sqrt(sigma'^2 / sigma^2) sqrt(1 - alpha^2 sigma'^2 / (alpha'^2 sigma^2))``: ``eta = 1`` is
-ancestral (DDPM-like) sampling, ``eta = 0`` the deterministic DDIM sampler that tolerates fewer steps.
+``s = eta sqrt(sigma'^2 / sigma^2) sqrt(1 - alpha^2 / alpha'^2)`` (Song et al. 2021, eq. 16):
+``eta = 1`` is ancestral (DDPM) sampling, ``eta = 0`` the deterministic DDIM sampler that tolerates fewer steps.
 Classifier-free guidance combines the conditional and unconditional (empty prompt) velocities in
 ONE batch of 2B rows: ``v = v_u + scale (v_c - v_u)`` (scale 3.0, REFERENCE.md section 1). Every row
 draws its noise from its own generator seeded with ``seed`` (:func:`ssmttm.generate.sampling.
@@ -89,7 +89,7 @@ def sample(net, cond_codes, text, text_mask, uncond_text, uncond_mask, cfg: Samp
         if i == cfg.steps - 1:
             break
         a_n, s_n = alpha_sigma(t_next)
-        noise_sd = eta * torch.sqrt((s_n ** 2 / s ** 2) * (1 - (a ** 2 * s_n ** 2) / (a_n ** 2 * s ** 2)).clamp_min(0))
+        noise_sd = eta * torch.sqrt((s_n ** 2 / s ** 2) * (1 - a ** 2 / a_n ** 2)).clamp_min(0)
         z = a_n * x0 + torch.sqrt((s_n ** 2 - noise_sd ** 2).clamp_min(0)) * eps
         if eta > 0:
             z = z + noise_sd * torch.stack([torch.randn(C, T, generator=g, device=dev) for g in generators])
