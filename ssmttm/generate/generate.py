@@ -296,15 +296,17 @@ class Generator:
                     "text_encoder": self.text_key, "text_encoder_sha256": self.text_sha256,
                     "sample_rate": sr, "variant": self.lm.cfg.variant, "step": self.meta.get("step"),
                     "prompt_set": prompt_set}
-        items, rejected, gen_s = [], [], 0.0
+        items, rejected, gen_s, refine_s = [], [], 0.0, 0.0
         for b in range(0, len(prompts), batch_size):
             chunk = prompts[b:b + batch_size]
             tb = time.time()
             states = [enc[t] for _, t in chunk]
             codes = self.generate_codes(states, enc[""], n_tokens, cfg, seed)
-            if self.refiner is not None:  # two-stage: codebooks kappa+1..K from the refiner
-                codes = self.refiner.refine(codes, states, enc[""], [t for _, t in chunk], self.refiner_sampler, seed)
             gen_s += time.time() - tb
+            if self.refiner is not None:  # two-stage: codebooks kappa+1..K from the refiner
+                tr = time.time()
+                codes = self.refiner.refine(codes, states, enc[""], [t for _, t in chunk], self.refiner_sampler, seed)
+                refine_s += time.time() - tr
             wav = self.decode(codes)
             for (pid, text), x in zip(chunk, wav):
                 if not np.all(np.isfinite(x)):
@@ -320,7 +322,8 @@ class Generator:
                      min(b + batch_size, len(prompts)), len(prompts),
                      (n_tokens + self.kappa) / max(time.time() - tb, 1e-9), len(chunk))
         index = {**settings, "n_prompts": len(prompts), "items": items, "rejected": rejected,
-                 "generate_seconds": round(gen_s, 3), "elapsed_s": round(time.time() - t0, 3),
+                 "generate_seconds": round(gen_s, 3), "refine_seconds": round(refine_s, 3),
+                 "elapsed_s": round(time.time() - t0, 3),
                  "frames_per_s": round(len(prompts) * (n_tokens + self.kappa) / max(gen_s, 1e-9), 2)}
         io.write_json(out / "index.json", index)
         return index
