@@ -291,13 +291,12 @@ def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
     assert own and all("metric=fd_clap" in wc for _, wc in own), own
     assert len(own) == 8 + 1 + 2  # eight experiments, ground truth, resynth k1 and k4
     # run two of them for real (each CLAP job spends ~10 s importing laion_clap, so not all eleven)
-    scores = demo / "results/eval/scores/song_describer"
-    targets = [str(scores / system / "fd_clap.json") for system in ("simba_k4", "ground_truth")]
+    targets = [f"results/eval/scores/song_describer/{system}/fd_clap.json" for system in ("simba_k4", "ground_truth")]
     snakemake(repo, demo, "--cores", "2", *args, "--", *targets)
     log = (demo / "results/logs/evaluate/simba_k4_fd_clap.log").read_text()
     assert "clap embeddings: 7 files, 7 cached, 0 computed" in log  # clap_score's embeddings, reused
     for target in targets:
-        rows = json.loads(Path(target).read_text())["rows"]
+        rows = json.loads((demo / target).read_text())["rows"]
         assert len(rows) == 1 and rows[0]["model"] == "clap" and rows[0]["metric"] == "fd_clap"
         assert rows[0]["status"] == "pipeline check, not a score"
     r = snakemake(repo, demo, "-n", "--cores", "2", *args, "--", *targets)
