@@ -403,9 +403,7 @@ def main(argv: list[str]) -> int | None:
         prompts = load_prompt_set(args.prompt_set, prompts=args.prompt, prompts_file=args.prompts_file)
         refiner = None
         if args.refiner:
-            from ssmttm.codec import resolve_device
-
-            refiner = load_refiner(args.refiner_backend, args.refiner, resolve_device(args.device))
+            refiner = load_refiner(args.refiner_backend, args.refiner, args.device)  # the factory resolves "auto"
         gen = Generator(args.checkpoint[0], args.codec, args.codec_weights, args.text_encoder, args.device,
                         kappa=args.kappa, max_text_length=args.max_text_length, refiner=refiner,
                         refiner_sampler=args.refiner_sampling)

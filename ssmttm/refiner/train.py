@@ -17,15 +17,13 @@ with four hooks replaced, so it resumes exactly like the LM (same checkpoint lay
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ssmttm import logs
+from ssmttm.refiner.checkpoint import CONFIG_FILE as REFINER_CONFIG_FILE
 from ssmttm.train.loop import Trainer, run_stage
 from ssmttm.train.options import TrainConfig, common_parser, finish
-
-log = logging.getLogger("ssmttm.refiner.train")
 
 
 @dataclass
@@ -56,15 +54,11 @@ def parse_args(argv: list[str]) -> RefinerTrainConfig:
 
 class RefinerTrainer(Trainer):
     MODEL_KIND = "refiner"
-    CONFIG_FILE = "refiner_config.json"
+    CONFIG_FILE = REFINER_CONFIG_FILE
 
     def _build(self) -> None:
-        import numpy as np
-
         from ssmttm.refiner.config import refiner_from_preset
         from ssmttm.refiner.model import build_refiner
-        from ssmttm.text.store import EMPTY_ID
-        from ssmttm.tokens.dataset import TokenDataset, TokenDatasetError
         from ssmttm.tokens.store import TokenStore
 
         cfg = self.cfg
@@ -72,27 +66,12 @@ class RefinerTrainer(Trainer):
         if cfg.kappa >= K:
             raise ValueError(f"--kappa {cfg.kappa}: the token store {cfg.tokens} holds {K} codebooks, nothing is "
                              "left for a refiner to generate")
-
-        def dataset(split, caption):
-            return TokenDataset(cfg.tokens, cfg.text, K, split, cfg.max_frames, caption, cfg.seed, delay=False)
-
-        self.train_ds = dataset("train", cfg.caption)
-        try:
-            self.val_ds = dataset("valid", "primary")
-        except TokenDatasetError as exc:
-            log.warning("no validation loss: %s", exc)
-            self.val_ds = None
-        text_store = self.train_ds.text
-        self.empty = np.asarray(text_store.embedding(EMPTY_ID), dtype=np.float32)
+        self._load_data(K, delay=False)
         tables = self._codebook_tables()
-        overrides = dict(cfg.model_overrides)
-        for key, val in (("n_codebooks", K), ("cond_codebooks", cfg.kappa), ("dropout", cfg.dropout),
-                         ("text_dim", text_store.d_model), ("codebook_dim", int(tables.shape[-1])),
-                         ("cardinality", int(tables.shape[1]))):
-            if key in overrides and overrides[key] != val:
-                raise ValueError(f"--model-overrides {key}={overrides[key]} contradicts {val} (from the token store "
-                                 f"/ --kappa / --dropout / the text store / the codec)")
-            overrides[key] = val
+        overrides = self._overrides((("n_codebooks", K), ("cond_codebooks", cfg.kappa), ("dropout", cfg.dropout),
+                                     ("text_dim", self.train_ds.text.d_model), ("codebook_dim", int(tables.shape[-1])),
+                                     ("cardinality", int(tables.shape[1]))),
+                                    "the token store / --kappa / --dropout / the text store / the codec")
         self.model_cfg = refiner_from_preset(cfg.preset, **overrides)
         self.lm = build_refiner(self.model_cfg, device=self.device)
         self.lm.set_codebooks(tables)  # a resumed run reloads the same tables from its checkpoint

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmttm import io, logs
+from ssmttm.models.checkpoint import CONFIG_FILE as LM_CONFIG_FILE
 from ssmttm.train.data import TrainError
 from ssmttm.train.options import TrainConfig, parse_args  # noqa: F401  (parse_args: re-exported)
 
@@ -125,35 +126,53 @@ class Trainer:
 
     # --- what is trained (the hooks a subclass replaces: ssmttm.refiner.train) -----------------------
     MODEL_KIND = "lm"
-    CONFIG_FILE = "lm_config.json"
+    CONFIG_FILE = LM_CONFIG_FILE
 
     def _build(self) -> None:
         """Set ``train_ds``, ``val_ds`` (or None), ``empty`` (the empty prompt's states), ``model_cfg`` and
         ``lm`` (the module trained, on ``self.device``)."""
-        import numpy as np
-
         from ssmttm.models import build_lm
         from ssmttm.models.config import from_preset
+
+        cfg = self.cfg
+        self._load_data(cfg.kappa)
+        overrides = self._overrides((("n_codebooks", cfg.kappa), ("dropout", cfg.dropout),
+                                     ("text_dim", self.train_ds.text.d_model)),
+                                    "--kappa / --dropout / the text store's d_model")
+        self.model_cfg = from_preset(cfg.preset, cfg.variant, **overrides)
+        self.lm = build_lm(self.model_cfg, device=self.device)
+
+    def _load_data(self, n_codebooks: int, delay: bool = True) -> None:
+        """``train_ds``, ``val_ds`` (None without a valid split) and ``empty`` from the token and text stores:
+        the first ``n_codebooks`` codebooks, delay-patterned (the LM) or aligned (the refiner)."""
+        import numpy as np
+
         from ssmttm.text.store import EMPTY_ID
         from ssmttm.tokens.dataset import TokenDataset, TokenDatasetError
 
         cfg = self.cfg
-        self.train_ds = TokenDataset(cfg.tokens, cfg.text, cfg.kappa, "train", cfg.max_frames, cfg.caption, cfg.seed)
+
+        def split(name: str, caption: str):
+            return TokenDataset(cfg.tokens, cfg.text, n_codebooks, name, cfg.max_frames, caption, cfg.seed,
+                                delay=delay)
+
+        self.train_ds = split("train", cfg.caption)
         try:
-            self.val_ds = TokenDataset(cfg.tokens, cfg.text, cfg.kappa, "valid", cfg.max_frames, "primary", cfg.seed)
+            self.val_ds = split("valid", "primary")
         except TokenDatasetError as exc:
             log.warning("no validation loss: %s", exc)
             self.val_ds = None
-        text_store = self.train_ds.text
-        self.empty = np.asarray(text_store.embedding(EMPTY_ID), dtype=np.float32)
-        overrides = dict(cfg.model_overrides)
-        for key, val in (("n_codebooks", cfg.kappa), ("dropout", cfg.dropout), ("text_dim", text_store.d_model)):
+        self.empty = np.asarray(self.train_ds.text.embedding(EMPTY_ID), dtype=np.float32)
+
+    def _overrides(self, pinned, source: str) -> dict:
+        """``--model-overrides`` plus the ``(field, value)`` pairs the stores and flags fix; an override that
+        contradicts one of those fails naming both (``source`` says where the fixed values come from)."""
+        overrides = dict(self.cfg.model_overrides)
+        for key, val in pinned:
             if key in overrides and overrides[key] != val:
-                raise ValueError(f"--model-overrides {key}={overrides[key]} contradicts {val} (from --kappa / "
-                                 f"--dropout / the text store's d_model)")
+                raise ValueError(f"--model-overrides {key}={overrides[key]} contradicts {val} (from {source})")
             overrides[key] = val
-        self.model_cfg = from_preset(cfg.preset, cfg.variant, **overrides)
-        self.lm = build_lm(self.model_cfg, device=self.device)
+        return overrides
 
     def _embeddings(self):
         """Token embedding modules, left out of N in 6ND (ssmttm.train.flops)."""
