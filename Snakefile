@@ -4,12 +4,19 @@
 # After a run, `snakemake --report report.html` (same --configfile) writes the HTML report.
 # Stages live in rules/<stage>.smk; their logic lives in the ssmttm package.
 import os
+import sys
 
 from snakemake.utils import min_version
 
 from ssmttm import config as ssmttm_config
 
 min_version("9.0")
+
+# Every rule runs `python -m ssmttm ...`. Put the interpreter that runs Snakemake (the project's
+# virtualenv when started as .venv/bin/snakemake or `make demo`) first on PATH, so jobs import the
+# same environment whatever the user's shell has activated. With --sdm conda, each job's own
+# environment is activated on top of this and still comes first.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")

@@ -1,4 +1,4 @@
-"""Backbone speed on CPU (fp32), measured side by side in one run (issue 4).
+"""Backbone speed on CPU (fp32), measured side by side in one run.
 
 Run from the repository root: ``python bench/backbone_speed.py [--d-model 256 --threads 2 ...]``.
 

@@ -6,7 +6,7 @@ two rules over the same tracks (the design this pipeline avoids). Wall seconds a
 memory of each snakemake process; median of --repeats runs.
 
 Last line: tracks=55701 seconds=<s> peak_mb=<MB> per_track_seconds=<s> per_track_peak_mb=<MB>
-Targets (issue 2): seconds <= 5 and peak_mb <= 500 for the sharded design.
+Targets for the sharded design: seconds <= 5 and peak_mb <= 500.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from ssmttm.constants import JAMENDO_N_TRACKS_RAW_30S  # noqa: E402
 from ssmttm.demo.scale import write_metadata  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from _protocol import machine_line  # noqa: E402
 
 PER_TRACK_SNAKEFILE = '''
 TRACKS = []
@@ -72,6 +75,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-baseline", action="store_true", help="skip the one-job-per-track design")
     a = p.parse_args()
+    print(machine_line(), flush=True)
     n = JAMENDO_N_TRACKS_RAW_30S
     with tempfile.TemporaryDirectory(prefix="ssmttm-dag-") as tmp:
         work = Path(tmp)

@@ -1,4 +1,4 @@
-"""Generation speed: the authors' full-recompute decoding vs our cached CFG-batched decoding (issue 5).
+"""Generation speed: the authors' full-recompute decoding vs our cached CFG-batched decoding.
 
 Run from the repository root: ``python bench/generation_speed.py [--n-tokens 2200 --kappa 4 ...]``.
 

@@ -1,4 +1,4 @@
-"""Refiner sampling cost vs quality at 100 / 50 / 25 diffusion steps (issue 7), in one table.
+"""Refiner sampling cost vs quality at 100 / 50 / 25 diffusion steps, in one table.
 
 Run from the repository root: ``python bench/refiner_speed.py [--train-steps 600 ...]``.
 

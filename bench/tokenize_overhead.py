@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         consumed = train_consumption(root, text_dir) if rate is not None else None
     ok = "yes" if overhead <= 0.15 else "no"
     rate_s = f"{rate:.1f}" if rate is not None else "n/a"
-    # A paper-size step (128 sequences, REFERENCE.md 1) on a GPU consumes far fewer samples/s than
+    # A paper-size step (128 sequences, docs/reference.md §1) on a GPU consumes far fewer samples/s than
     # the tiny CPU model measured here, so the dataset's headroom there is larger still.
     used_s = f"{consumed:.1f}" if consumed is not None else "n/a"
     headroom = f"{rate / consumed:.0f}" if rate is not None and consumed else "n/a"

@@ -1,4 +1,4 @@
-# Evaluation (REFERENCE.md section 3): reference clips of the prompt set, codec re-synthesis rows,
+# Evaluation (docs/reference.md §3): reference clips of the prompt set, codec re-synthesis rows,
 # then one job per (system, metric) so adding an experiment or a metric runs only its own jobs;
 # embeddings are cached per file and model (results/eval/cache), shared by metrics of one model.
 EVAL = config["evaluation"]

@@ -1,5 +1,5 @@
 # The backbones: a table of trainable parameters per preset x variant (meta device, seconds).
-# Training and generation rules arrive with issue 5.
+# Training and generation are in rules/train.smk, rules/refiner.smk and rules/generate.smk.
 
 
 rule model_params:

@@ -1,4 +1,4 @@
-# The second stage of the two-stage system (issue 7): a diffusion refiner that generates DAC codebooks
+# The second stage of the two-stage system: a diffusion refiner that generates DAC codebooks
 # kappa+1..K from codebooks 1..kappa and the caption, trained on the token store (one job per refiner,
 # resumable like the LM). Experiments with `refiner: <name>` decode through it (rules/generate.smk).
 REFINERS = {name: r for name, r in config.get("refiners", {}).items() if r["enabled"]}

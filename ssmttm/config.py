@@ -154,7 +154,7 @@ def _evaluation_errors(cfg: dict, models: dict) -> list[str]:
 
 
 def _refiner_errors(cfg: dict, models: dict, train_keys: set) -> list[str]:
-    """Refiners and the experiments that use them must fit together (two-stage system, issue 7)."""
+    """Refiners and the experiments that use them must fit together (two-stage system)."""
     import dataclasses
 
     from ssmttm.refiner.config import RefinerConfig  # dataclasses only: no torch import

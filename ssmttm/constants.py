@@ -1,6 +1,6 @@
 """The one definition of every dataset, codec and token constant used across the package."""
 
-# --- MTG-Jamendo (REFERENCE.md section 2) -------------------------------------------------------
+# --- MTG-Jamendo (docs/reference.md §2) -------------------------------------------------------
 # raw_30s_cleantags.tsv holds every track longer than 30 s; audio ships as 100 tar archives,
 # raw_30s_audio-00.tar .. -99.tar, tar NN holding folder NN/ with tracks whose number % 100 == NN.
 JAMENDO_N_TARS = 100
@@ -37,7 +37,7 @@ METADATA_FILES = {
     "musiccaps": "musiccaps-public.csv",
 }
 
-# --- Codec tokens (REFERENCE.md sections 1-2) ----------------------------------------------------
+# --- Codec tokens (docs/reference.md §1-2) ----------------------------------------------------
 # DAC 44.1 kHz: 9 codebooks x 1024 codes, hop 512 -> 44100 / 512 = 86.13 frames/s; 30 s = 2584 frames.
 DAC_44KHZ_N_CODEBOOKS = 9
 DAC_44KHZ_HOP = 512

@@ -1,7 +1,10 @@
 """Atomic file writes and hashing shared by every stage.
 
 Every file a stage produces is written to a temporary name in the target folder and renamed into
-place, so an interrupted job never leaves a half-written file at a final path.
+place, so an interrupted job never leaves a half-written file at a final path. ``tempfile`` creates
+those temporary files 0600 and folders 0700 whatever the umask; :func:`file_mode` and :func:`dir_mode`
+give them the permissions a plain ``open()``/``mkdir()`` would have had (0644/0755 under umask 022)
+before they are renamed into place, so results on a shared machine are readable as the user intends.
 """
 
 from __future__ import annotations
@@ -11,11 +14,92 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 CHUNK = 1 << 20
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask_from_proc() -> int | None:
+    """The umask from ``/proc/self/status`` (Linux >= 4.7): a read, so no other thread is disturbed."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def current_umask() -> int:
+    """The process umask, read afresh on each call (a stage or a test may change it).
+
+    There is no getter: elsewhere the mask is set and restored at once. That swap is process-wide,
+    so a file another thread creates in between gets the temporary mask; 0o077 is used for it (not
+    the usual 0) so such a file comes out too private rather than world-writable. The lock keeps
+    two of our own callers from interleaving their swaps and losing the real value.
+    """
+    mask = _umask_from_proc()
+    if mask is not None:
+        return mask
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permission bits of a new file under the current umask (0o644 under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """Permission bits of a new folder under the current umask (0o755 under umask 022)."""
+    return 0o777 & ~current_umask()
+
+
+def apply_umask_modes(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or a folder and everything below it) the permissions a plain
+    ``open()``/``mkdir()`` would get under the current umask: for outputs written by libraries that
+    choose 0600 themselves (safetensors, ``save_pretrained``, hub downloads) or copied from such files.
+    A file with an execute bit keeps execute bits (as far as the umask allows); links are not followed."""
+    fmode, dmode = file_mode(), dir_mode()
+    path = Path(path)
+
+    def fix(p: Path) -> None:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            want = dmode
+        else:
+            want = dmode if st.st_mode & 0o111 else fmode
+        if stat.S_IMODE(st.st_mode) != want:
+            os.chmod(p, want)
+
+    fix(path)
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for n in dirs + files:
+                fix(Path(root) / n)
+
+
+def temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
+    """A fresh staging folder in ``parent`` (``tempfile.mkdtemp``) with umask permissions instead of
+    mkdtemp's 0700, for folders that are filled and then renamed into place (:func:`replace_dir`)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    try:
+        os.chmod(tmp, dir_mode())
+    except BaseException:
+        tmp.rmdir()
+        raise
+    return tmp
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
@@ -53,6 +137,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp made it 0600; a writer may also have recreated the file: set the mode last
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -1,6 +1,6 @@
 """The codebook delay pattern: the one place codes are interleaved for the language model.
 
-MusicGen-style delay (REFERENCE.md section 1): codebook k (0-based) is shifted right by k + 1
+MusicGen-style delay (docs/reference.md §1): codebook k (0-based) is shifted right by k + 1
 steps, and :data:`ssmttm.constants.SPECIAL_TOKEN` (1024) fills every position that holds no code:
 the BOS column at position 0, the delay filler before each codebook starts and the tail after it
 ends. So ``build`` turns ``[K, T]`` codes into a ``[K, T + K]`` sequence::

@@ -75,14 +75,31 @@ def parse_hf(source: str) -> tuple[str, str | None]:
     return "/".join(parts[:2]), ("/".join(parts[2:]) or None)
 
 
+class _Mismatch(WeightError):
+    """The fetched weight's sha256 is not the expected one; :func:`fetch` adds how to re-pin."""
+
+    def __init__(self, message: str, actual: str) -> None:
+        super().__init__(message)
+        self.actual = actual
+
+
 def _check(name: str, path: Path, expected: str | None) -> str:
     digest = _hash(path)
     if expected is not None and not _fetch.sha256_matches(digest, expected):
-        raise WeightError(
-            f"weight {name!r}: sha256 of {path} is {digest}, expected {expected} "
-            f"(a changed upstream file, or a wrong weights.models.{name}.sha256 in the config)"
-        )
+        raise _Mismatch(f"weight {name!r}: sha256 of {path} is {digest}, expected {expected}", digest)
     return digest
+
+
+def _repin_hint(name: str, actual: str, receipt_path: Path, from_receipt: bool) -> str:
+    """How to accept a weight whose upstream bytes changed (sha256 ``actual``)."""
+    if from_receipt:
+        return (f"The expected sha256 was pinned in the receipt {_display(receipt_path)} by the first fetch. If "
+                f"the weight changed upstream on purpose, delete {_display(receipt_path)} and rerun to pin the new "
+                f"version (or set weights.models.{name}.sha256 to {actual}); otherwise the source now serves "
+                f"something else: check it.")
+    return (f"The expected sha256 is weights.models.{name}.sha256 in the config (--sha256). If the weight changed "
+            f"upstream on purpose, set it to {actual} (or to null to pin the first fetch) and rerun; otherwise "
+            f"the source now serves something else: check it.")
 
 
 def resolve_hf_revision(source: str, revision: str | None) -> str | None:
@@ -102,7 +119,7 @@ def _fetch_hf(name: str, source: str, revision: str | None, final: Path, expecte
 
     repo_id, filename = parse_hf(source)
     # a fixed staging name: huggingface_hub resumes its own partial files there after a crash
-    staging = final.with_name(f".{final.name}.partdir")
+    staging = _staging(final)
     staging.mkdir(parents=True, exist_ok=True)
     if filename is None:
         snapshot_download(repo_id=repo_id, revision=revision, local_dir=staging)
@@ -112,22 +129,169 @@ def _fetch_hf(name: str, source: str, revision: str | None, final: Path, expecte
     shutil.rmtree(staging / ".cache", ignore_errors=True)
     target = staging if filename is None else staging.joinpath(*filename.split("/"))
     _check(name, target, expected)
+    io.apply_umask_modes(staging)  # hub downloads may come 0600
     io.replace_dir(staging, final)
     return final if filename is None else final.joinpath(*filename.split("/"))
 
 
 def _fetch_local_folder(name: str, src: Path, final: Path, expected: str | None) -> Path:
-    staging = final.with_name(f".{final.name}.partdir")
+    staging = _staging(final)
     if staging.exists():
         shutil.rmtree(staging)
-    shutil.copytree(src, staging, symlinks=False)
+    # a folder made by `hf download --local-dir` carries the hub's bookkeeping in .cache/: not weights
+    shutil.copytree(src, staging, symlinks=False,
+                    ignore=lambda d, names: [".cache"] if Path(d) == src and ".cache" in names else [])
     try:
         _check(name, staging, expected)
     except WeightError:
         shutil.rmtree(staging)
         raise
+    io.apply_umask_modes(staging)  # copytree keeps the source's modes (save_pretrained writes 0600)
     io.replace_dir(staging, final)
     return final
+
+
+def _staging(final: Path) -> Path:
+    """The fixed staging folder beside ``final``: a rerun resumes the partial downloads left there."""
+    return final.with_name(f".{final.name}.partdir")
+
+
+def _drop_empty_staging(final: Path) -> None:
+    """Remove the staging folder of a failed fetch unless it holds downloaded bytes worth resuming
+    (hub bookkeeping, locks and empty files are not)."""
+    staging = _staging(final)
+    if not staging.is_dir():
+        return
+    for p in staging.rglob("*"):
+        if p.is_file() and p.stat().st_size > 0 and not p.name.endswith((".metadata", ".lock")):
+            return
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_file(name: str, source: str, final: Path, receipt_path: Path, expected: str | None, retries: int,
+                timeout: float) -> tuple[Path, str]:
+    """One file (https or local) into ``final/<file name>`` via the staging folder: ``final`` appears
+    only complete and verified. Returns (path, sha256)."""
+    staging = _staging(final)
+    fname = _file_name(source)
+    if staging.is_dir():  # keep this file's partial download; anything else is from another source
+        for p in staging.iterdir():
+            if p.name not in (fname, f"{fname}.part", f"{fname}.sha256"):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    try:
+        digest = _fetch.download(source, staging / fname, sha256=expected, retries=retries, timeout=timeout)
+    except _fetch.NotFound as exc:
+        _drop_empty_staging(final)
+        raise WeightError(f"weight {name!r}: source {source} not found ({exc})") from exc
+    except _fetch.FetchError as exc:
+        _drop_empty_staging(final)
+        if exc.kind == "network" and _fetch.is_http(source):
+            raise _unreachable(name, source, None, final, receipt_path, exc) from exc
+        bad = [e for e in exc.attempts if getattr(e, "actual", None)]
+        if bad:  # the download's own re-pin advice is about its .sha256 file; the receipt is the pin here
+            raise _Mismatch(f"weight {name!r}: {source} has sha256 {bad[-1].actual}, expected {expected}",
+                            bad[-1].actual) from exc
+        raise WeightError(f"weight {name!r}: {exc}") from exc
+    _fetch.pin_path(staging / fname).unlink(missing_ok=True)  # the receipt is this weight's pin
+    io.replace_dir(staging, final)
+    return final / fname, digest
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean "the server or hub could not be reached or refused": sockets,
+    timeouts, TLS, urllib, and whichever HTTP and hub libraries are installed (huggingface_hub has
+    used requests, httpx and httpx2). Programming errors (TypeError, KeyError, ...) are not here.
+    Imported only when an exception is already on its way, so the stage imports nothing extra."""
+    import socket
+    import ssl
+    import urllib.error
+
+    classes: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror, socket.herror,
+                                          ssl.SSLError, urllib.error.URLError]
+    for module, names in (
+        ("huggingface_hub.errors", ("HfHubHTTPError", "LocalEntryNotFoundError", "OfflineModeIsEnabled")),
+        ("requests", ("RequestException",)),
+        ("httpx", ("HTTPError", "InvalidURL")),
+        ("httpx2", ("HTTPError", "InvalidURL")),
+        ("urllib3.exceptions", ("HTTPError",)),
+    ):
+        try:
+            mod = __import__(module, fromlist=["_"])
+        except ImportError:
+            continue
+        classes += [c for c in (getattr(mod, n, None) for n in names)
+                    if isinstance(c, type) and issubclass(c, BaseException)]
+    return tuple(classes)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a hub error (``exc.response.status_code``), if it carries one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _unreachable(name: str, source: str, revision: str | None, final: Path, receipt_path: Path,
+                 exc: BaseException) -> WeightError:
+    """One paragraph for a fetch that failed on the network or the hub: what failed, from where, that
+    nothing was written, and what to do (fix access, or fetch the files elsewhere and point
+    ``--source`` at the local copy)."""
+    staging = _staging(final)
+    kept = f" Partial data is kept in {_display(staging)} and resumed on the next run." if staging.exists() else ""
+    if isinstance(exc, _fetch.FetchError) and exc.attempts:
+        # "<url>: <reason>" of the last attempt; the URL is named once, below
+        last = str(exc.attempts[-1]).removeprefix(f"{source}: ")
+        n = len(exc.attempts)
+        cause = f"{last} ({n} attempt{'s' if n > 1 else ''})"
+    else:
+        cause = _fetch.describe_error(exc)
+    status = _http_status(exc)
+    if source.startswith("hf://"):
+        repo_id, filename = parse_hf(source)
+        try:
+            from huggingface_hub import constants as hub_constants
+
+            endpoint = hub_constants.ENDPOINT
+        except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+            endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        where = (f"hub repository {repo_id}" + (f", file {filename}" if filename else "")
+                 + f", revision {revision or 'default branch (main)'}, at {endpoint}")
+        offline = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
+        cls = type(exc).__name__
+        if offline or cls == "OfflineModeIsEnabled":
+            todo = "Hub access is switched off (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1): unset it and rerun"
+        elif status in (401, 403) or cls == "GatedRepoError":
+            todo = (f"The repository needs access: accept its terms on the hub page of {repo_id} and give a token "
+                    "(HF_TOKEN, or `hf auth login`), then rerun")
+        elif status == 404 or cls in ("RepositoryNotFoundError", "RevisionNotFoundError", "RemoteEntryNotFoundError"):
+            todo = (f"Check weights.models.{name}.source and .revision in the config (a private or gated repository "
+                    "also answers 404 without a token: set HF_TOKEN), then rerun")
+        else:
+            todo = ("Check the network connection, the proxy settings (HTTPS_PROXY, HTTP_PROXY), HF_ENDPOINT if you "
+                    "set it, and for a gated or private repository the token (HF_TOKEN), then rerun")
+        rev = f" --revision {revision}" if revision else ""
+        target = f" {filename}" if filename else ""
+        by_hand = (f"`hf download {repo_id}{target}{rev} --local-dir <folder>` (huggingface-cli download in older "
+                   "versions)")
+        copy = f"<folder>/{filename}" if filename else "<folder>"
+    else:
+        where = None
+        todo = "Check the network connection and the proxy settings (HTTPS_PROXY, HTTP_PROXY), then rerun"
+        by_hand = f"`curl -L -o {_file_name(source)} {source}`"
+        copy = f"<path of {_file_name(source)}>"
+    return WeightError(
+        f"weight {name!r}: could not fetch {source}" + (f" ({where})" if where else "") + f": {cause}. "
+        f"Nothing was written to "
+        f"{_display(final)}/ or {_display(receipt_path)}.{kept} {todo}; or, without network access, fetch it "
+        f"on another machine with {by_hand}, copy the result to this machine and rerun with --source {copy} "
+        f"(in the pipeline: set weights.models.{name}.source to that local path; its sha256 is pinned on the first "
+        f"fetch)."
+    )
 
 
 def _file_name(source: str) -> str:
@@ -135,6 +299,26 @@ def _file_name(source: str) -> str:
         base = unquote(urlsplit(source).path.rstrip("/").rsplit("/", 1)[-1])
         return base or "weights.bin"
     return Path(source).name
+
+
+def _fetch_any(name: str, source: str, revision: str | None, resolved: str | None, final: Path, receipt_path: Path,
+               expected: str | None, retries: int, timeout: float) -> tuple[Path, str | None, str | None]:
+    """Fetch ``source`` into ``final`` by its kind; returns (path, sha256 if already computed, hub commit)."""
+    path, digest = None, None
+    if source.startswith("hf://"):
+        try:
+            resolved = resolve_hf_revision(source, revision)
+            path = _fetch_hf(name, source, resolved, final, expected)
+        except WeightError:
+            raise
+        except _network_errors() as exc:
+            _drop_empty_staging(final)
+            raise _unreachable(name, source, resolved or revision, final, receipt_path, exc) from exc
+    elif not _fetch.is_http(source) and Path(source).is_dir():
+        path = _fetch_local_folder(name, Path(source), final, expected)
+    else:
+        path, digest = _fetch_file(name, source, final, receipt_path, expected, retries, timeout)
+    return path, digest, resolved
 
 
 def fetch(
@@ -168,6 +352,7 @@ def fetch(
     if expected is None and same:
         expected = old.get("sha256")
         log.info("weight %s: enforcing the sha256 pinned in %s (%s)", name, receipt_path, str(expected)[:12])
+    from_receipt = sha256 is None and expected is not None  # pinned by an earlier fetch, not the config
     path, digest = None, None
     resolved = (old or {}).get("resolved_revision") if same else None
     # already present and verified: nothing to fetch (hf:// reruns need no network)
@@ -176,23 +361,14 @@ def fetch(
         if _fetch.sha256_matches(h, expected):
             log.info("weight %s: %s present and verified; not fetched again", name, present)
             path, digest = present, h
-    if path is None:
-        if source.startswith("hf://"):
-            resolved = resolve_hf_revision(source, revision)
-            path = _fetch_hf(name, source, resolved, final, expected)
-        elif not _fetch.is_http(source) and Path(source).is_dir():
-            path = _fetch_local_folder(name, Path(source), final, expected)
-        else:
-            path = final / _file_name(source)
-            try:
-                digest = _fetch.download(source, path, sha256=expected, retries=retries, timeout=timeout)
-            except _fetch.NotFound as exc:
-                raise WeightError(f"weight {name!r}: source {source} not found ({exc})") from exc
-            except _fetch.FetchError as exc:
-                raise WeightError(f"weight {name!r}: {exc}") from exc
-            _fetch.pin_path(path).unlink(missing_ok=True)  # the receipt is this weight's pin
-    if digest is None:
-        digest = _check(name, path, expected)
+    try:
+        if path is None:
+            path, digest, resolved = _fetch_any(name, source, revision, resolved, final, receipt_path, expected,
+                                                retries, timeout)
+        if digest is None:
+            digest = _check(name, path, expected)
+    except _Mismatch as exc:
+        raise WeightError(f"{exc}. {_repin_hint(name, exc.actual, receipt_path, from_receipt)}") from exc
     receipt = {
         "name": name,
         "source": source,
@@ -301,6 +477,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=60.0)
     args = p.parse_args(argv)
     logs.setup()
+    for chatty in ("httpx", "httpx2"):  # one INFO line per hub request would bury the outcome
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         if args.source.startswith("hf://"):
             parse_hf(args.source)
@@ -308,9 +486,9 @@ def main(argv: list[str]) -> int:
               licence=args.licence, receipt_path=args.receipt, retries=args.retries, timeout=args.timeout)
     except ValueError as exc:
         p.error(str(exc))
-    except WeightError as exc:
+    except WeightError as exc:  # named failures (network, hub, sha256): one message, no traceback
         log.error("%s", exc)
-        return 1
+        return 2
     return 0
 
 

@@ -108,3 +108,11 @@ def test_adherence_files_and_bad_input(tmp_path, rendered):
     assert len(rows) == 1 and rows[0]["track_id"] == "t1" and rows[0]["true_bpm"] == s1.bpm
     assert len(reasons) == 2 and "b.wav" in reasons[0] and "a.wav" in reasons[1]
     assert means["drums_acc"] == {"value": 1.0, "n": 1}
+
+
+def test_warm_signal_exercises_every_estimator():
+    """The signal ``make setup`` compiles the estimators with (stage warm-numba) goes through all of them."""
+    x = A.warm_signal()
+    assert x.dtype == np.float32 and x.ndim == 1
+    est = A.estimate(x, A.ANALYSIS_SR)
+    assert est["key"] == "C" and est["mode"] == "major" and est["drums"] and A.tempo_match(est["bpm"], 120.0), est

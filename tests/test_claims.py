@@ -5,7 +5,7 @@ import pytest
 
 from ssmttm.report import claims, published
 
-MG = 6 * 361e6 * 1_000_000 * 192 * 1500  # MusicGen-small 6ND (REFERENCE.md section 4)
+MG = 6 * 361e6 * 1_000_000 * 192 * 1500  # MusicGen-small 6ND (docs/reference.md §4)
 
 
 def config(preset="paper"):
@@ -88,7 +88,7 @@ def test_configured_model_differs_from_run(tmp_path, manifest):
     assert rc == 0
     df = pd.read_csv(out / "claims.csv").set_index("quantity")
     n_cfg = df.loc["parameters N (non-embedding)", "as_configured"]
-    assert n_cfg == pytest.approx(281.04e6 - 1025 * 1024, rel=1e-3)  # REFERENCE.md section 1
+    assert n_cfg == pytest.approx(281.04e6 - 1025 * 1024, rel=1e-3)  # docs/reference.md §1
     assert pd.isna(df.loc["% of MusicGen-small FLOPs (measured)", "as_configured"])
 
 

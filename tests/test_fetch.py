@@ -113,9 +113,11 @@ def test_server_ignoring_range_restarts_from_zero(fault_server, tmp_path):
 
 
 def test_stalled_body_times_out_and_resumes(fault_server, tmp_path):
-    url = fault_server.add("/f.bin", DATA, [Fault("stall", after=40_000, seconds=3)])
+    # the stall outlasts the read timeout many times over (the server holds it until it stops), and the
+    # timeout is not so short that a busy machine trips it on the resumed request as well
+    url = fault_server.add("/f.bin", DATA, [Fault("stall", after=40_000, seconds=30)])
     dest = tmp_path / "f.bin"
-    fetch.download(url, dest, sha256=SHA, retries=2, backoff=0.01, timeout=0.5, chunk=4096)
+    fetch.download(url, dest, sha256=SHA, retries=2, backoff=0.01, timeout=2, chunk=4096)
     assert dest.read_bytes() == DATA
     assert fault_server.requests("/f.bin")[1].range is not None
 
@@ -370,3 +372,178 @@ def test_fetch_shard_server_down_fails_job(fault_server, tmp_path):
     out = tmp_path / "audio"
     assert fetch.main_shard(_shard_args(tmp_path / "src", fault_server.url("/mtg"), out)) == 1
     assert not (out / "07.json").exists()
+
+
+# --- content checked before the first download is pinned --------------------------------------------
+
+ERROR_PAGE = (b"<!DOCTYPE html>\n<html><head><title>429 Too Many Requests</title></head>\n"
+              b"<body><h1>Slow down</h1></body></html>\n")
+META_TSV = (b"TRACK_ID\tARTIST_ID\tALBUM_ID\tTRACK_NAME\tARTIST_NAME\tALBUM_NAME\tRELEASEDATE\tURL\n"
+            b"track_0000214\tartist_000014\talbum_000031\tIntro\tDavid\tAlbum\t2004-12-28\thttps://www.jamendo.com/track/214\n")
+FORMATS = {
+    "raw_30s_cleantags.tsv": b"TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\r\n"
+                             b"track_0000214\tartist_000014\talbum_000031\t14/214.mp3\t124.6\tgenre---punkrock\r\n",
+    "raw.meta.tsv": META_TSV,
+    "audio_licenses.txt": "14/214.mp3\nIntro chiante by David TMX from Jamendo: http://www.jamendo.com/track/214\n"
+                          "Available under a Creative Commons Attribution-NonCommercial-ShareAlike license: "
+                          "http://creativecommons.org/licenses/by-nc-sa/3.0/\n\n".encode(),
+    "raw_30s_audio_sha256_tars.txt": f"{'a' * 64} raw_30s_audio-00.tar\n{'b' * 64} raw_30s_audio-01.tar\n".encode(),
+    "raw_30s_audio_sha256_tracks.txt": f"{'c' * 64}  14/214.mp3\n".encode(),
+    "song_describer.csv": "\ufeffcaption_id,track_id,caption,is_valid_subset,familiarity,artist_id,album_id,path,"
+                          "duration\n1,214,\"A slow, calm piano piece.\",True,0,14,31,14/214.2min.mp3,120.0\n".encode(),
+    "musiccaps-public.csv": b"ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,"
+                            b"is_balanced_subset,is_audioset_eval\n"
+                            b"-0Gj8-vB1q4,30,40,\"/m/0140xf\",\"['low quality']\",\"A song.\",4,False,True\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_content_check_accepts_each_metadata_format(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(FORMATS[name])
+    assert fetch.content_problem(p) is None
+
+
+def test_content_check_accepts_generated_metadata(tmp_path):
+    """The synthetic metadata of the scale check (same writers' format as the demo corpus)."""
+    from ssmttm.demo.scale import write_metadata
+
+    for path in write_metadata(tmp_path, n_tracks=50, n_song_describer=5).values():
+        assert fetch.content_problem(path) is None, path.name
+
+
+def test_every_metadata_file_has_a_format_check():
+    from ssmttm.constants import METADATA_FILES
+
+    assert set(METADATA_FILES.values()) <= set(fetch._FORMATS)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("body, why", [
+    (ERROR_PAGE, "HTML"),
+    (b"  \n<html><body>Sign in</body></html>", "HTML"),
+    (b"", "empty"),
+    (b"\n\n  \n", "blank"),
+    (b"\xff\xfeT\x00R\x00A\x00", "UTF-8"),
+])
+def test_content_check_rejects_error_pages_and_non_text(tmp_path, name, body, why):
+    p = tmp_path / name
+    p.write_bytes(body)
+    problem = fetch.content_problem(p)
+    assert problem is not None and why in problem and name in problem
+
+
+@pytest.mark.parametrize("name, body", [
+    ("raw_30s_cleantags.tsv", META_TSV),  # another metadata file under this name
+    ("raw.meta.tsv", FORMATS["raw_30s_cleantags.tsv"]),
+    ("audio_licenses.txt", b"Not Found\n"),
+    ("audio_licenses.txt", b"14/214.mp3\nsomething else\n"),
+    ("raw_30s_audio_sha256_tars.txt", b"404: Not Found"),
+    ("raw_30s_audio_sha256_tracks.txt", f"{'c' * 64}  14/214.mp3\nnot a hash line\n".encode()),
+    ("song_describer.csv", b"error,message\nrate limited,try later\n"),
+    ("musiccaps-public.csv", b"ytid,caption\nabc,def\n"),
+])
+def test_content_check_rejects_wrong_header_or_record(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_bytes(body)
+    assert fetch.content_problem(p) is not None
+
+
+def test_other_files_are_only_checked_for_html(tmp_path):
+    (tmp_path / "w.pth").write_bytes(DATA)
+    assert fetch.content_problem(tmp_path / "w.pth") is None
+    (tmp_path / "w.pth").write_bytes(ERROR_PAGE)
+    assert "HTML" in fetch.content_problem(tmp_path / "w.pth")
+    (tmp_path / "page.html").write_bytes(ERROR_PAGE)
+    assert fetch.content_problem(tmp_path / "page.html") is None
+
+
+def test_error_page_with_status_200_is_not_pinned(fault_server, tmp_path):
+    url = fault_server.add("/data/raw.meta.tsv", ERROR_PAGE)
+    dest = tmp_path / "metadata" / "raw.meta.tsv"
+    with pytest.raises(fetch.BadContent) as e:
+        fetch.download(url, dest, sha256=None, retries=3, **FAST)
+    msg = str(e.value)
+    assert "raw.meta.tsv" in msg and url in msg and "HTML" in msg and "Nothing was pinned" in msg
+    assert len(fault_server.requests("/data/raw.meta.tsv")) == 1  # the same page again would not help
+    assert leftovers(dest.parent) == []  # no file, no pin, no .part to resume from
+    # the server recovers: the real file is fetched and pinned
+    fault_server.files["/data/raw.meta.tsv"] = META_TSV
+    assert fetch.download(url, dest, sha256=None, **FAST) == sha(META_TSV)
+    assert fetch.read_pin(dest) == sha(META_TSV)
+
+
+def test_error_page_from_first_mirror_falls_back_to_the_next(fault_server, tmp_path):
+    bad = fault_server.add("/a/raw.meta.tsv", ERROR_PAGE)
+    good = fault_server.add("/b/raw.meta.tsv", META_TSV)
+    dest = tmp_path / "raw.meta.tsv"
+    assert fetch.download(bad, dest, sha256=None, mirrors=[good], **FAST) == sha(META_TSV)
+    assert dest.read_bytes() == META_TSV
+
+
+def test_unpinned_error_page_left_at_dest_is_fetched_again(fault_server, tmp_path):
+    url = fault_server.add("/raw.meta.tsv", META_TSV)
+    dest = tmp_path / "raw.meta.tsv"
+    dest.write_bytes(ERROR_PAGE)  # e.g. written by an older version, never pinned
+    assert fetch.download(url, dest, sha256=None, **FAST) == sha(META_TSV)
+    assert dest.read_bytes() == META_TSV and fetch.read_pin(dest) == sha(META_TSV)
+
+
+def test_given_sha256_skips_the_content_check(fault_server, tmp_path):
+    url = fault_server.add("/raw.meta.tsv", ERROR_PAGE)
+    # whoever wrote the sha256 into the config vouched for these exact bytes
+    assert fetch.download(url, tmp_path / "raw.meta.tsv", sha256=sha(ERROR_PAGE), **FAST) == sha(ERROR_PAGE)
+
+
+def _errors(capfd) -> list[str]:
+    """ERROR lines the stage logged to stderr (logs.setup replaces pytest's log capture)."""
+    return [ln for ln in capfd.readouterr().err.splitlines() if " ERROR " in ln]
+
+
+def test_fetch_file_cli_rejects_error_page(fault_server, tmp_path, capfd):
+    url = fault_server.add("/audio_licenses.txt", ERROR_PAGE)
+    out = tmp_path / "meta" / "audio_licenses.txt"
+    assert fetch.main_file(["--url", url, "--out", str(out), "--retries", "0", "--timeout", "5"]) == 1
+    errors = _errors(capfd)
+    assert len(errors) == 1 and "audio_licenses.txt" in errors[0] and url in errors[0]
+    assert not out.exists() and not fetch.pin_path(out).exists()
+
+
+def test_pin_mismatch_says_how_to_repin(fault_server, tmp_path, capfd):
+    url = fault_server.add("/raw.meta.tsv", META_TSV)
+    out = tmp_path / "raw.meta.tsv"
+    args = ["--url", url, "--out", str(out), "--retries", "0", "--timeout", "5"]
+    assert fetch.main_file(args) == 0
+    out.unlink()
+    changed = META_TSV + b"track_0000215\tartist_000014\talbum_000031\tB\tDavid\tAlbum\t2004-12-28\thttps://x/215\n"
+    fault_server.files["/raw.meta.tsv"] = changed
+    capfd.readouterr()
+    assert fetch.main_file(args) == 1
+    msg = _errors(capfd)[0]
+    pin = str(fetch.pin_path(out))
+    assert f"delete {pin}" in msg and sha(changed) in msg and "source.metadata.meta.sha256" in msg
+    assert not out.exists() and fetch.read_pin(out) == sha(META_TSV)  # the old pin stays until deleted
+    # following the advice: delete the pin, rerun, the new version is pinned
+    os.unlink(pin)
+    assert fetch.main_file(args) == 0 and fetch.read_pin(out) == sha(changed)
+
+
+def test_config_sha256_mismatch_names_the_config_key(fault_server, tmp_path):
+    url = fault_server.add("/song_describer.csv", FORMATS["song_describer.csv"])
+    with pytest.raises(fetch.FetchError) as e:
+        fetch.download(url, tmp_path / "song_describer.csv", sha256="0" * 64, retries=0,
+                       sha256_key="source.metadata.song_describer.sha256 in the config", **FAST)
+    msg = str(e.value)
+    assert e.value.kind == "mismatch"
+    assert "set source.metadata.song_describer.sha256 in the config to the new sha256" in msg
+    assert sha(FORMATS["song_describer.csv"]) in msg
+
+
+def test_describe_error_names_the_innermost_cause():
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as inner:
+            raise RuntimeError("pool: max retries exceeded (caused by ...)") from inner
+    except RuntimeError as exc:
+        assert fetch.describe_error(exc) == "RuntimeError: [Errno 111] Connection refused"

@@ -1,4 +1,4 @@
-"""The LM backbones (issue 4): parameter counts, conventions, causality, padding, step decoding."""
+"""The LM backbones: parameter counts, conventions, causality, padding, step decoding."""
 
 import json
 
@@ -36,7 +36,7 @@ def test_paper_param_counts_within_0_1_percent(preset, variant):
 
 
 def test_prefix_simba_count_is_exact_arithmetic():
-    # REFERENCE.md section 1: 281,041,152 (24 layers) and 72,426,048 (6 layers).
+    # docs/reference.md §1: 281,041,152 (24 layers) and 72,426,048 (6 layers).
     assert count_parameters(from_preset("paper", "prefix-simba")) == 281_041_152
     assert count_parameters(from_preset("quarter", "prefix-simba")) == 72_426_048
 

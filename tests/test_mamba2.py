@@ -88,7 +88,7 @@ def test_parameter_names_and_shapes_match_mamba_ssm():
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     assert shapes == MAMBA_SSM_LAYOUT_1024
     assert list(shapes) == list(MAMBA_SSM_LAYOUT_1024)  # registration order too
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == 7_390_304  # REFERENCE §1
+    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == 7_390_304  # docs/reference.md §1
 
 
 def test_initialisation_follows_mamba_ssm():

@@ -33,7 +33,7 @@ def test_round_trip_every_kappa_and_length(K, T):
 
 
 def test_paper_length():
-    # kappa = 4, 30 s = 2584 frames -> 2588 steps (REFERENCE.md section 2)
+    # kappa = 4, 30 s = 2584 frames -> 2588 steps (docs/reference.md §2)
     assert pattern.build(_codes(4, 2584)).shape == (4, 2588)
     assert pattern.delayed_length(2584, 4) == 2588
 

@@ -167,7 +167,7 @@ def test_every_variant_trained_and_generated(demo):
         assert (demo / f"results/plots/loss/all.{ext}").stat().st_size > 1000
 
 
-# --- evaluation (issue 6) ---------------------------------------------------------------------------
+# --- evaluation ----------------------------------------------------------------------------------
 
 def scheduled_jobs(output: str) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run lists."""
@@ -222,8 +222,8 @@ def test_evaluation_tables_cover_every_system(demo):
 
 
 def test_two_stage_chain(demo):
-    """Issue 7: the tiny refiner trains (its loss decreases), two-stage runs decode all 4 codebooks
-    through it, and the stages table compares them with single-stage kappa 4 at the same LM step."""
+    """The two-stage system: the tiny refiner trains (its loss decreases), two-stage runs decode all
+    4 codebooks through it, and the stages table compares them with single-stage kappa 4 at the same LM step."""
     run = demo / "results/refiner/refiner"
     log = pd.read_csv(run / "log.csv")
     assert log["step"].iloc[-1] == 300
@@ -301,3 +301,15 @@ def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
         assert rows[0]["status"] == "pipeline check, not a score"
     r = snakemake(repo, demo, "-n", "--cores", "2", *args, "--", *targets)
     assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_committed_demo_results_are_what_the_code_produces(repo, demo):
+    """README.md's and docs/results.md's generated blocks hold this code's demo tables (when they
+    do not: `make demo && make docs-results`, and commit the result)."""
+    from ssmttm.report import docs
+
+    fresh = docs.render(repo, demo / "results" / "tables", demo / ".snakemake" / "log")
+    for page in (repo / "README.md", repo / "docs" / "results.md"):
+        committed = docs.table_lines(docs.extract_block(page.read_text(encoding="utf-8"), docs.DEMO, str(page)))
+        now = docs.table_lines(docs.extract_block(fresh[page], docs.DEMO, str(page)))
+        assert committed == now, f"{page.relative_to(repo)} is stale: run `make demo && make docs-results`"

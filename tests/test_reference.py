@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -53,8 +54,9 @@ def _prompt_set(path: Path, prompts: list[dict], name: str = "musiccaps") -> Pat
 
 
 def _argv(ps: Path, out: Path, srv, cache: Path, *extra):
+    # --timeout (per attempt) only guards against a hang here: a busy machine must not turn it into a retry
     return ["--prompt-set", str(ps), "--source", "musiccaps", "--out-dir", str(out), "--cache-dir", str(cache),
-            "--url-template", srv.url("/m/{ytid}"), "--retries", "1", "--backoff", "0", "--timeout", "10",
+            "--url-template", srv.url("/m/{ytid}"), "--retries", "1", "--backoff", "0", "--timeout", "120",
             "--jobs", "2", "--ffmpeg", "no-such-ffmpeg-binary", *extra]
 
 
@@ -142,25 +144,37 @@ def test_clip_timeout_is_a_missing_row(fault_server, tmp_path):
     srv.add("/m/slow0000001", _media(tmp_path, "wav", seconds=10))
     ps = _prompt_set(tmp_path / "mc.json", [
         {"prompt_id": "s", "text": "t", "ref_id": "slow0000001", "start_s": 0, "end_s": 10}])
-    out = tmp_path / "ref"
-    assert ref.main(_argv(ps, out, srv, tmp_path / "cache", "--timeout", "0.000001", "--retries", "1")) == 1
+    out, cache = tmp_path / "ref", tmp_path / "cache"
+    # A 1 us limit passes before any transfer can finish, so every attempt times out; where exactly it
+    # strikes (probe, media request, a resumed Range request, or the socket itself, which gets the same
+    # limit) and so how many requests reach the server is a race, and is not asserted.
+    assert ref.main(_argv(ps, out, srv, cache, "--timeout", "0.000001", "--retries", "1")) == 1
     status, reason = _avail(out)["slow0000001"]
-    assert status == "missing" and reason.startswith("timeout:") and "2 attempts" in reason
-    assert len(srv.requests("/m/slow0000001")) == 4  # probe + media, twice
+    assert status == "missing" and re.search(r"time(d)? ?out", reason, re.IGNORECASE), reason
+    assert reason.endswith("(after 2 attempts)"), reason  # a timeout is transient: retried, then given up
+    assert not (cache / "slow0000001" / "done.json").exists()  # not cached: a rerun tries again
+    index = json.loads((out / "index.json").read_text())
+    assert index["clips"] == [] and index["summary"] == "0 of 1 reference clips available"
+    assert not list(out.glob("*.wav"))
 
 
 def test_stalled_transfer_resumes_through_ytdlp_retries(fault_server, tmp_path):
     srv = fault_server
     data = _media(tmp_path, "wav", seconds=10)
-    # first GET (extractor probe) is served whole; the media GET stalls, yt-dlp resumes with a Range
-    srv.add("/m/stall000001", data, [Fault("ignore_range"), Fault("stall", after=50_000, seconds=5)])
+    # first GET (extractor probe) is served whole; the media GET stalls (until the server stops, far
+    # longer than the socket timeout), yt-dlp resumes with a Range. The socket timeout is not tiny, so a
+    # busy machine does not time out the other requests too; should it, yt-dlp retries, which is why
+    # only the stalled request and a resume after it are asserted, not the number of requests.
+    srv.add("/m/stall000001", data, [Fault("ignore_range"), Fault("stall", after=50_000, seconds=30)])
     ps = _prompt_set(tmp_path / "mc.json", [
         {"prompt_id": "s", "text": "t", "ref_id": "stall000001", "start_s": 0, "end_s": 10}])
     out = tmp_path / "ref"
-    assert ref.main(_argv(ps, out, srv, tmp_path / "cache", "--socket-timeout", "0.5", "--retries", "2")) == 0
+    assert ref.main(_argv(ps, out, srv, tmp_path / "cache", "--socket-timeout", "2", "--retries", "2")) == 0
     assert _avail(out)["stall000001"] == ("fetched", "")
     reqs = srv.requests("/m/stall000001")
-    assert len(reqs) == 3 and reqs[1].sent == 50_000 and reqs[2].range not in (None, "bytes=0-")
+    stalled = [i for i, r in enumerate(reqs) if r.sent == 50_000]
+    assert len(stalled) == 1
+    assert any(r.range not in (None, "bytes=0-") for r in reqs[stalled[0] + 1:]), reqs  # resumed, not restarted
     assert sf.info(str(out / "stall000001.wav")).frames == 10 * SR_OUT
 
 

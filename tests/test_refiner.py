@@ -1,4 +1,4 @@
-"""The two-stage refiner (issue 7): latents and quantisation against DAC, the v-prediction sampler,
+"""The two-stage refiner: latents and quantisation against DAC, the v-prediction sampler,
 conditioning alignment, training (loss decreases, exact resume), and the two-stage generate stage."""
 
 import importlib.util

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -59,10 +58,8 @@ def test_paper_preset_gives_457_to_459_hours(tmp_path):
     tracks, table, sddf = write_inputs(tmp_path, nums, secs, dict(zip(nums, codes)),
                                        dict.fromkeys(nums, True), sdd)
     assert len(set(nums % 100)) == 100
-    t0 = time.perf_counter()
     cand, rej, rep = run_select(tmp_path, tracks, table, sddf, "--shards", "100", "--min-seconds", "30",
                                 "--clip-seconds", "30", "--position", "center")
-    elapsed = time.perf_counter() - t0
     assert rep["n_candidates"] == n - SONG_DESCRIBER_N_TRACKS == 54_995
     assert rep["planned_clips"] == 54_995
     assert 457.0 <= rep["planned_hours"] <= 459.0
@@ -70,7 +67,6 @@ def test_paper_preset_gives_457_to_459_hours(tmp_path):
     assert rep["rejected"] == {"song describer": SONG_DESCRIBER_N_TRACKS} and rep["n_shard_not_selected"] == 0
     assert len(rej) == SONG_DESCRIBER_N_TRACKS and set(rej["stage"]) == {"select"}
     assert not set(cand["track_num"]) & set(sdd.tolist())
-    assert elapsed < 10, f"select took {elapsed:.1f} s"
 
 
 def test_rules_apply_in_order_with_first_reason(tmp_path):

@@ -11,6 +11,11 @@ import pytest
 
 from ssmttm import io, weights
 
+try:
+    from httpfault import Fault, fault_server  # noqa: F401 (fixture)
+except ImportError:  # tests/ imported as a package
+    from tests.httpfault import Fault, fault_server  # noqa: F401
+
 
 @pytest.fixture
 def cwd(tmp_path, monkeypatch):
@@ -130,7 +135,7 @@ def test_cli(cwd):
                        "--licence", "CC-BY-4.0", "--dir", "w", "--receipt", "w/m.json"])
     assert rc == 0
     assert json.loads((cwd / "w/m.json").read_text())["licence"] == "CC-BY-4.0"
-    assert weights.main(["--name", "m", "--source", str(src), "--sha256", "1" * 64, "--dir", "w"]) == 1
+    assert weights.main(["--name", "m", "--source", str(src), "--sha256", "1" * 64, "--dir", "w"]) == 2
     with pytest.raises(SystemExit):
         weights.main(["--name", "m", "--source", str(src), "--sha256", "xyz", "--dir", "w"])
     with pytest.raises(SystemExit):
@@ -222,3 +227,120 @@ def test_local_path_resolves_receipts_and_plain_paths(tmp_path):
         weights.local_path(tmp_path / "w" / "nope.json")
     with pytest.raises(weights.MissingWeightError):
         weights.local_path(tmp_path / "absent.th")
+
+
+# --- network and hub failures: one paragraph, exit 2, nothing at the final path ----------------------
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_stage(cwd, args, **env):
+    """``python -m ssmttm weights ...`` in a fresh process (HF_ENDPOINT is read when the hub imports)."""
+    import subprocess
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))}
+    full.update(HF_HOME=str(cwd / "hf_home"), PYTHONPATH=os.pathsep.join(sys.path), **env)
+    return subprocess.run([sys.executable, "-m", "ssmttm", "weights", *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _one_paragraph(res, *names):
+    """rc 2, no traceback, exactly one ERROR paragraph naming ``names``; returns it."""
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]
+    assert len(errors) == 1, res.stderr
+    for n in names:
+        assert n in errors[0], (n, errors[0])
+    assert "Nothing was written to" in errors[0] and "--source" in errors[0]
+    return errors[0]
+
+
+def _nothing_left(weights_dir, name):
+    left = sorted(p.name for p in weights_dir.iterdir()) if weights_dir.exists() else []
+    assert left == [], left  # no <name>/, no <name>.json, no empty .<name>.partdir
+
+
+def test_unreachable_https_source(cwd):
+    url = f"http://127.0.0.1:{_closed_port()}/weights.pth"
+    res = _run_stage(cwd, ["--name", "dac_44khz", "--source", url, "--dir", "w", "--retries", "0", "--timeout", "5"])
+    msg = _one_paragraph(res, "'dac_44khz'", url, "refused", "proxy", f"curl -L -o weights.pth {url}",
+                         "weights.models.dac_44khz.source")
+    assert "w/dac_44khz/" in msg and "w/dac_44khz.json" in msg
+    _nothing_left(cwd / "w", "dac_44khz")
+
+
+def test_unreachable_hub_when_resolving_the_revision(cwd):
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    res = _run_stage(cwd, ["--name", "flan_t5_base", "--source", "hf://google/flan-t5-base", "--dir", "w"],
+                     HF_ENDPOINT=endpoint)
+    _one_paragraph(res, "'flan_t5_base'", "hf://google/flan-t5-base", "google/flan-t5-base", "default branch",
+                   endpoint, "HF_TOKEN", "hf download google/flan-t5-base")
+    _nothing_left(cwd / "w", "flan_t5_base")
+
+
+def test_unreachable_hub_when_downloading_a_snapshot(cwd):
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    res = _run_stage(cwd, ["--name", "t5", "--source", "hf://google/flan-t5-base", "--revision", "7bcac57",
+                           "--dir", "w"], HF_ENDPOINT=endpoint)
+    _one_paragraph(res, "'t5'", "google/flan-t5-base", "revision 7bcac57", endpoint, "--revision 7bcac57")
+    _nothing_left(cwd / "w", "t5")
+
+
+def test_hub_repository_not_found(cwd, fault_server):
+    """A hub that answers 404 for everything: the advice is to check the configured source."""
+    endpoint = fault_server.url("").rstrip("/")
+    res = _run_stage(cwd, ["--name", "t5", "--source", "hf://nobody/nothing", "--dir", "w"], HF_ENDPOINT=endpoint)
+    _one_paragraph(res, "'t5'", "nobody/nothing", "weights.models.t5.source")
+    _nothing_left(cwd / "w", "t5")
+
+
+def test_hub_offline_mode_is_named(cwd):
+    res = _run_stage(cwd, ["--name", "t5", "--source", "hf://google/flan-t5-base", "--revision", "7bcac57",
+                           "--dir", "w"], HF_HUB_OFFLINE="1")
+    _one_paragraph(res, "'t5'", "HF_HUB_OFFLINE")
+    _nothing_left(cwd / "w", "t5")
+
+
+def test_programming_errors_are_not_disguised(cwd, monkeypatch):
+    def broken(source, revision):
+        raise TypeError("a bug, not the network")
+
+    monkeypatch.setattr(weights, "resolve_hf_revision", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        weights.fetch("t5", "hf://google/flan-t5-base", "w")
+
+
+def test_partial_https_download_is_kept_for_resume_outside_the_final_path(cwd, fault_server):
+    data = os.urandom(3 << 20)  # the stage reads 1 MiB chunks: a cut after 1.5 MiB keeps one
+    url = fault_server.add("/big.pth", data, [Fault("truncate", after=3 << 19, always=True)])
+    with pytest.raises(weights.WeightError) as e:
+        weights.fetch("big", url, "w", retries=1, timeout=5)
+    msg = str(e.value)
+    assert "Partial data is kept in w/.big.partdir" in msg and url in msg
+    assert sorted(p.name for p in (cwd / "w").iterdir()) == [".big.partdir"]  # no w/big/, no receipt
+    fault_server.plans["/big.pth"] = []  # the server recovers: the rerun resumes and completes
+    rec = weights.fetch("big", url, "w", retries=1, timeout=5)
+    assert (cwd / rec["path"]).read_bytes() == data
+    assert sorted(p.name for p in (cwd / "w").iterdir()) == ["big", "big.json"]
+    assert any(r.range for r in fault_server.requests("/big.pth"))
+
+
+def test_receipt_pin_mismatch_says_how_to_repin(cwd):
+    src = cwd / "m.bin"
+    src.write_bytes(b"version one")
+    weights.fetch("clap", str(src), "w")
+    (cwd / "w/clap/m.bin").unlink()
+    src.write_bytes(b"version two")
+    with pytest.raises(weights.WeightError) as e:
+        weights.fetch("clap", str(src), "w")
+    msg = str(e.value)
+    assert "delete w/clap.json" in msg and hashlib.sha256(b"version two").hexdigest() in msg
+    assert "weights.models.clap.sha256" in msg

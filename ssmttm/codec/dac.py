@@ -16,7 +16,7 @@ The demo codec is the same class with small dimensions (:data:`TINY_DAC_KWARGS`)
 
 Frames and samples: ``DAC.preprocess`` right-pads the waveform with zeros to a multiple of the hop
 (``prod(encoder_rates)`` = 512), and the encoder emits one frame per hop, so ``N`` samples give
-``ceil(N / 512)`` frames: 30 s at 44.1 kHz = 1,323,000 samples -> 2584 frames (REFERENCE.md 2).
+``ceil(N / 512)`` frames: 30 s at 44.1 kHz = 1,323,000 samples -> 2584 frames (docs/reference.md §2).
 Decoding ``T`` frames gives ``T * 512`` samples; callers trim to the original length.
 """
 

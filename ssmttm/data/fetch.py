@@ -7,6 +7,11 @@ place, so no corrupt file ever sits at a final path (the pattern of MTG-Jamendo'
 A source that is not http(s) is a local path (the offline demo mirror) and goes through the same
 temp/verify/rename path. Tars are unpacked member by member (regular files only, no absolute or
 ``..`` names, no links or devices), and every track is checked against the per-track sha256 list.
+
+A file with no sha256 given is pinned on its first download (``<dest>.sha256``). What gets pinned must
+be the real file, not a server's error or login page sent with HTTP 200: before pinning, the content
+is checked against the known format of its name (:func:`content_problem`: the MTG-Jamendo metadata
+files, the Song Describer and MusicCaps csv files; any other file only must not be an HTML page).
 """
 
 from __future__ import annotations
@@ -30,19 +35,57 @@ _MAX_BACKOFF_S = 60.0
 
 
 class FetchError(RuntimeError):
-    """A download failed after every retry and mirror, or its content did not verify."""
+    """A download failed after every retry and mirror, or its content did not verify.
+
+    ``kind``: ``"network"`` (connection, timeout, server error: worth checking the network and
+    retrying), ``"mismatch"`` (the bytes did not match the expected sha256), ``"format"`` (not the
+    file its name says, e.g. an HTML error page), ``"not_found"`` or ``"http"`` (another HTTP status).
+    """
+
+    kind = "http"
+    attempts: tuple | list = ()  # download(): the FetchError of every failed attempt, oldest first
 
 
 class NotFound(FetchError):
     """The source does not exist (HTTP 404/410, or a missing local file): never retried."""
 
+    kind = "not_found"
+
 
 class _Transient(FetchError):
     """One attempt failed in a way worth retrying (reset, timeout, 5xx, short body)."""
 
+    kind = "network"
+
 
 class _BadHash(FetchError):
     """The downloaded bytes do not match the expected sha256 (restart from scratch)."""
+
+    kind = "mismatch"
+
+    def __init__(self, message: str, actual: str) -> None:
+        super().__init__(message)
+        self.actual = actual
+
+
+class BadContent(FetchError):
+    """The download is not the file its name says (an HTML error page, a wrong header): not pinned."""
+
+    kind = "format"
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"<type>: <innermost cause>"``: HTTP libraries wrap a refused connection three or four deep
+    (requests -> urllib3 -> socket); the innermost message is the one that says what happened."""
+    root, seen = exc, {id(exc)}
+    while True:
+        nxt = root.__cause__ or root.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        root = nxt
+    text = " ".join(str(root).split()) or type(root).__name__  # one line: hub messages carry newlines
+    return f"{type(exc).__name__}: {text}"
 
 
 def is_http(url: str) -> bool:
@@ -128,7 +171,7 @@ def _http_attempt(session, url: str, part: Path, timeout: float, chunk: int, des
             if expected is not None and got != expected:
                 raise _Transient(f"{url}: short body ({got} of {expected} bytes)")
     except requests.RequestException as exc:
-        raise _Transient(f"{url}: {type(exc).__name__}: {exc}") from exc
+        raise _Transient(f"{url}: {describe_error(exc)}") from exc
 
 
 def _local_attempt(src: Path, part: Path, chunk: int, desc: str) -> None:
@@ -146,18 +189,25 @@ def _local_attempt(src: Path, part: Path, chunk: int, desc: str) -> None:
         raise _Transient(f"{src}: {exc}") from exc
 
 
-def _verify_part(part: Path, expected: str | None, source: str) -> str:
+def _verify_part(part: Path, expected: str | None, source: str, check_name: str | None) -> str:
     digest = io.sha256_file(part)
     if expected is not None and not sha256_matches(digest, expected):
         part.unlink(missing_ok=True)  # a bad hash is not resumable: start again from byte 0
-        raise _BadHash(f"{source}: sha256 {digest} does not match expected {expected}")
+        raise _BadHash(f"{source}: sha256 {digest} does not match expected {expected}", digest)
+    if expected is None and check_name is not None:
+        # about to be pinned: an error page pinned now would be "verified" on every later run
+        problem = content_problem(part, check_name)
+        if problem is not None:
+            part.unlink(missing_ok=True)  # never resume (append to) an error page
+            raise BadContent(f"{source}: {problem}")
     return digest
 
 
-def _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, desc) -> str | None:
+def _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, desc,
+                 check_name=None) -> str | None:
     """Attempt each source ``retries`` + 1 times; return the verified digest of ``part`` or None.
 
-    Every failure is appended to ``errors`` (``"not found: ..."`` for a missing source).
+    Every failure is appended to ``errors`` (the FetchError of each failed attempt).
     """
     for source in sources:
         for attempt in range(retries + 1):
@@ -166,13 +216,14 @@ def _try_sources(session, sources, part, expected, errors, retries, timeout, bac
                     _http_attempt(session, source, part, timeout, chunk, desc)
                 else:
                     _local_attempt(_local_path(source), part, chunk, desc)
-                return _verify_part(part, expected, source)
+                return _verify_part(part, expected, source, check_name)
             except NotFound as exc:
                 log.warning("%s", exc)
-                errors.append(f"not found: {exc}")
+                errors.append(exc)
                 break
             except FetchError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
+                # an error page is what this source serves now: try the next mirror, not the same URL
                 permanent = not isinstance(exc, (_Transient, _BadHash))
                 # a local file gives the same bytes every time: a bad hash there is final
                 if permanent or (isinstance(exc, _BadHash) and not is_http(source)):
@@ -187,6 +238,144 @@ def _try_sources(session, sources, part, expected, errors, retries, timeout, bac
     return None
 
 
+# --- what a file must look like before its hash is pinned ------------------------------------------
+
+_HEAD_BYTES = 64 << 10  # enough for a header and the first records; the parsers read the rest
+_HTML_START = re.compile(r"^\s*(?:<!doctype\s+html|<html|<head|<body|<\?xml|<!--|<script|<meta|<title)", re.I)
+_HTML_SUFFIXES = (".html", ".htm", ".xhtml", ".xml", ".svg")
+_SHA256_LINE = re.compile(r"^[0-9a-fA-F]{64}\s+\*?\S")
+
+
+def _head_text(path: Path) -> tuple[str | None, str | None]:
+    """(text of the first ``_HEAD_BYTES`` bytes, None) or (None, reason): a metadata file is UTF-8
+    text; a multi-byte character cut at the end of the sample is not an error."""
+    import codecs
+
+    with open(path, "rb") as f:
+        raw = f.read(_HEAD_BYTES)
+    if not raw:
+        return None, "the file is empty"
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=len(raw) < _HEAD_BYTES)
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+    return text.lstrip("\ufeff"), None
+
+
+def _looks_like_html(text: str, anywhere: bool = True) -> bool:
+    """An HTML document starts like one; ``anywhere``: also an ``<html`` tag after a preamble (for
+    text files only: a binary file may hold those bytes by chance)."""
+    return bool(_HTML_START.match(text)) or (anywhere and "<html" in text[:2048].lower())
+
+
+def _first_lines(text: str, n: int) -> list[str]:
+    """The first ``n`` non-blank lines, line endings removed (the sample's last line may be cut)."""
+    return [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()][:n]
+
+
+def _tsv_header(lines: list[str], want: tuple[str, ...]) -> str | None:
+    got = tuple(f.strip() for f in lines[0].split("\t"))
+    if got != want:
+        return f"header {list(got)[:10]} is not the expected {list(want)}"
+    return None
+
+
+def _csv_header(lines: list[str]) -> list[str]:
+    import csv
+
+    return [c.strip() for c in next(csv.reader([lines[0]]), [])]
+
+
+def _check_cleantags(lines):
+    from ssmttm.data.jamendo import CLEANTAGS_HEADER
+
+    return _tsv_header(lines, CLEANTAGS_HEADER)
+
+
+def _check_meta(lines):
+    from ssmttm.data.jamendo import META_HEADER
+
+    return _tsv_header(lines, META_HEADER)
+
+
+def _check_licences(lines):
+    from ssmttm.data.licenses import LIC_PATH_RE
+
+    if not LIC_PATH_RE.match(lines[0].strip()):
+        return f"first line {lines[0][:80]!r} is not a track path NN/<track_num>.mp3 (the start of a licence record)"
+    # the record's next lines: "<Title> by <Artist> from Jamendo: <URL>", "Available under a Creative Commons ..."
+    if not any("jamendo" in ln.lower() or "creative commons" in ln.lower() for ln in lines[1:4]):
+        return "the first record has no 'from Jamendo:' or 'Creative Commons' line"
+    return None
+
+
+def _check_sha256_list(lines):
+    for i, ln in enumerate(lines[:20], 1):
+        if not _SHA256_LINE.match(ln.strip()):
+            return f"line {i} {ln[:80]!r} is not '<sha256> <name>'"
+    return None
+
+
+def _check_song_describer(lines):
+    from ssmttm.data.jamendo import SONG_DESCRIBER_COLUMNS
+
+    cols = _csv_header(lines)
+    if "track_id" not in cols and "path" not in cols:
+        return f"csv header {cols[:10]} has no track_id or path column (expected {list(SONG_DESCRIBER_COLUMNS)})"
+    return None
+
+
+def _check_musiccaps(lines):
+    from ssmttm.eval.promptsets import MUSICCAPS_COLUMNS
+
+    cols = _csv_header(lines)
+    if tuple(cols) != MUSICCAPS_COLUMNS:
+        return f"csv header {cols[:10]} is not the expected {list(MUSICCAPS_COLUMNS)}"
+    return None
+
+
+# file name (constants.METADATA_FILES) -> (what it is, light check of its first lines)
+_FORMATS = {
+    "raw_30s_cleantags.tsv": ("a tab-separated track table", _check_cleantags),
+    "raw.meta.tsv": ("a tab-separated track metadata table", _check_meta),
+    "audio_licenses.txt": ("the licence records (path, title line, licence line)", _check_licences),
+    "raw_30s_audio_sha256_tars.txt": ("a list of '<sha256> <name>' lines", _check_sha256_list),
+    "raw_30s_audio_sha256_tracks.txt": ("a list of '<sha256> <name>' lines", _check_sha256_list),
+    "song_describer.csv": ("the Song Describer csv", _check_song_describer),
+    "musiccaps-public.csv": ("the MusicCaps csv", _check_musiccaps),
+}
+
+
+def content_problem(path: str | os.PathLike, name: str | None = None) -> str | None:
+    """Why ``path`` is not the file called ``name`` (default: its own name), or None if it looks right.
+
+    A light check of the start of the file, made before its sha256 is pinned: the metadata files of
+    :data:`ssmttm.constants.METADATA_FILES` must be UTF-8 text, not HTML, and start with their known
+    header or first record; any other file only must not be an HTML page (unless its name says HTML).
+    The full parsers (:mod:`ssmttm.data.jamendo`, :mod:`ssmttm.data.licenses`) still check every row.
+    """
+    path = Path(path)
+    name = name or path.name
+    fmt = _FORMATS.get(name)
+    if fmt is None:
+        if name.lower().endswith(_HTML_SUFFIXES):
+            return None
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+        if _looks_like_html(text, anywhere=False):
+            return "the body is an HTML page, not the file (an error or login page?)"
+        return None
+    what, check = fmt
+    text, problem = _head_text(path)
+    if problem is None and _looks_like_html(text):
+        problem = "the body is an HTML page (an error or login page?)"
+    if problem is None:
+        lines = _first_lines(text, 25)
+        problem = check(lines) if lines else "the file holds only blank lines"
+    return None if problem is None else f"not {what} as {name} should be: {problem}"
+
+
 def download(
     url: str,
     dest: str | os.PathLike,
@@ -196,40 +385,55 @@ def download(
     timeout: float = 60,
     backoff: float = 1.0,
     chunk: int = CHUNK,
+    check: bool = True,
+    sha256_key: str | None = None,
 ) -> str:
     """Fetch ``url`` (http(s) or a local path) to ``dest``, verified; return its full sha256.
 
     ``sha256``: 64 hex digits or a prefix of >= 8. None: verify against the pin ``<dest>.sha256``
-    if present, else pin the downloaded file's hash there. A ``dest`` that already verifies is
-    not fetched again. Each source (``url`` then ``mirrors``, full URLs of the same file) gets
-    ``retries`` + 1 attempts with back-off ``backoff * 2**k`` s. Raises :class:`NotFound` when
-    every source is missing, :class:`FetchError` otherwise.
+    if present, else pin the downloaded file's hash there, once :func:`content_problem` has found
+    nothing wrong with it (``check=False`` skips that). A ``dest`` that already verifies is not
+    fetched again. Each source (``url`` then ``mirrors``, full URLs of the same file) gets
+    ``retries`` + 1 attempts with back-off ``backoff * 2**k`` s. ``sha256_key``: where ``sha256``
+    came from (e.g. ``source.metadata.meta.sha256``), named in a mismatch message. Raises
+    :class:`NotFound` when every source is missing, :class:`FetchError` otherwise (its ``kind`` says
+    why).
     """
     dest = Path(dest)
-    expected = normalise_sha256(sha256) or read_pin(dest)
+    given = normalise_sha256(sha256)
+    pinned = read_pin(dest)
+    expected = given or pinned
+    check_name = dest.name if check else None
     if dest.exists():
         digest = io.sha256_file(dest)
-        if expected is None or sha256_matches(digest, expected):
+        problem = content_problem(dest, dest.name) if expected is None and check else None
+        if problem is not None:
+            # a file left by an older run (or by hand) that was never pinned: do not pin it now
+            log.warning("%s: not pinned, fetching again: %s", dest, problem)
+            dest.unlink()
+        elif expected is None or sha256_matches(digest, expected):
             log.info("%s: present and verified (sha256 %s); skipping download", dest, digest[:12])
             if read_pin(dest) != digest:
                 _write_pin(dest, digest)
             return digest
-        log.warning("%s: sha256 %s does not match %s; fetching again", dest, digest[:12], expected)
-        dest.unlink()
+        else:
+            log.warning("%s: sha256 %s does not match %s; fetching again", dest, digest[:12], expected)
+            dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = Path(f"{dest}.part")
     sources = [str(url), *[str(m) for m in mirrors]]
     for source in sources:
         if source.startswith("hf://"):
             raise ValueError(f"{source}: hf:// sources are fetched by ssmttm.weights, not fetch.download")
-    errors: list[str] = []
+    errors: list[FetchError] = []
     session = None
     if any(is_http(s) for s in sources):
         import requests
 
         session = requests.Session()
     try:
-        digest = _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, dest.name)
+        digest = _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, dest.name,
+                              check_name)
     finally:
         if session is not None:
             session.close()
@@ -240,13 +444,40 @@ def download(
         log.info("%s: verified sha256 %s", dest, digest[:12])
         return digest
     part_kept = part.exists()
-    summary = "; ".join(errors[-4:])
-    if errors and all(e.startswith("not found: ") for e in errors):
+    summary = "; ".join(str(e) for e in errors[-4:])
+    if errors and all(isinstance(e, NotFound) for e in errors):
         raise NotFound(f"{dest.name}: not found at any source ({summary})")
-    raise FetchError(
-        f"{dest.name}: failed after {retries + 1} attempt(s) per source over {len(sources)} source(s)"
-        f" ({summary})" + (f"; partial data kept in {part} for resume" if part_kept else "")
-    )
+    kinds = {e.kind for e in errors}
+    if "format" in kinds and kinds <= {"format", "not_found"}:
+        raise BadContent(
+            f"{dest.name}: the download from {', '.join(sources)} is not the expected file ({summary}). A server "
+            f"that answers with an error, rate-limit or login page (often with HTTP 200) does this; check the URL "
+            f"in a browser and the network or proxy, then rerun. Nothing was pinned and nothing was written to "
+            f"{dest}."
+        )
+    message = (f"{dest.name}: failed after {retries + 1} attempt(s) per source over {len(sources)} source(s)"
+               f" ({summary})" + (f"; partial data kept in {part} for resume" if part_kept else ""))
+    mismatches = [e for e in errors if isinstance(e, _BadHash)]
+    if mismatches:
+        err = FetchError(message + ". " + _repin_hint(dest, mismatches[-1].actual, given, sha256_key))
+        err.kind, err.attempts = "mismatch", errors
+        raise err
+    err = FetchError(message)
+    err.kind, err.attempts = ("network" if "network" in kinds else "http"), errors
+    raise err
+
+
+def _repin_hint(dest: Path, actual: str, given: str | None, sha256_key: str | None) -> str:
+    """How to accept a new upstream version of ``dest`` whose sha256 is ``actual``."""
+    pin = pin_path(dest)
+    if given is None:
+        where = f" (or set {sha256_key} to it)" if sha256_key else ""
+        return (f"The expected sha256 was pinned in {pin} by the first download. If the file changed upstream "
+                f"on purpose, delete {pin} and rerun to pin the new version (sha256 {actual}){where}; otherwise "
+                f"the source serves something else than before: check the URL.")
+    key = sha256_key or "--sha256"
+    return (f"The expected sha256 comes from {key}. If the file changed upstream on purpose, set {key} to the "
+            f"new sha256 {actual} (or leave it empty/null to pin the next download in {pin}) and rerun.")
 
 
 # --- tar extraction -------------------------------------------------------------------------------
@@ -484,10 +715,15 @@ def main_file(argv: list[str]) -> int:
     _common_flags(p)
     args = p.parse_args(argv)
     logs.setup()
+    from ssmttm.constants import METADATA_FILES
+
+    # the config key that holds this file's sha256, named when a download does not match it
+    key = {v: k for k, v in METADATA_FILES.items()}.get(Path(args.out).name)
+    sha256_key = f"source.metadata.{key}.sha256 in the config" if key else None
     try:
         sha = normalise_sha256(args.sha256, what="--sha256")
         download(args.url, args.out, sha256=sha, mirrors=args.mirror, retries=args.retries, timeout=args.timeout,
-                 backoff=args.backoff)
+                 backoff=args.backoff, sha256_key=sha256_key)
     except ValueError as exc:
         p.error(str(exc))
     except FetchError as exc:

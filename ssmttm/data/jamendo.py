@@ -4,7 +4,7 @@ Every parser returns the rows it could read plus a list of :class:`Problem` (lin
 reason) for the rows it could not: a malformed row is reported, never silently dropped. A file
 whose header is wrong is not a bad row but the wrong file, and raises :class:`JamendoFormatError`.
 
-Facts encoded here (REFERENCE.md section 2):
+Facts encoded here (docs/reference.md §2):
 - ``raw_30s_cleantags.tsv``: ``TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION`` then one tag per extra
   tab-separated column (``genre---rock``, ``instrument---piano``, ``mood/theme---happy``).
 - ids look like ``track_0000214``; the audio path is ``NN/<track_num>.mp3`` with

@@ -1,6 +1,6 @@
 """Licence audit: parse ``audio_licenses.txt``, join it to the tracks, apply the allow-list.
 
-Every MTG-Jamendo track carries its own Creative Commons licence (REFERENCE.md section 2: reported
+Every MTG-Jamendo track carries its own Creative Commons licence (docs/reference.md §2: reported
 mix ~70 % NC, ~34 % ND, licences as of the dataset's compile date). This stage makes that visible:
 a per-track table, a per-licence summary, a ready-to-paste ATTRIBUTION.md and ``licenses.json``,
 the machine-readable summary that later stages copy into every model card.

@@ -8,7 +8,7 @@ or per rejected track (:data:`COLUMNS`; clip_id empty for a rejected track, set 
 Reasons read ``"<category>: <detail naming the file>"`` (corrupt, too short after decoding, truncated,
 silent, non-finite, silent clip, missing, fetch), so the manifest can count them by category.
 
-The paper's 457 h is one 30 s clip per track (REFERENCE.md section 2); ``position`` picks which 30 s
+The paper's 457 h is one 30 s clip per track (docs/reference.md §2); ``position`` picks which 30 s
 (the paper does not say, default ``center``), ``all`` cuts every non-overlapping window instead.
 
 Decoding streams the file block by block and keeps only the samples of the chosen windows, so a

@@ -12,7 +12,7 @@ Rules, applied in this order; a rejected track is listed once, with its FIRST fa
 5. ``no licence record`` / ``licence not allowed``  from the licence audit's ``allowed`` column.
 
 Planned clips: one per track (``center``/``start``/``random``), or floor(seconds / clip_seconds) for
-``all``. REFERENCE.md section 2: 55,701 tracks - 706 SDD = 54,995 clips x 30 s = 458.3 h.
+``all``. docs/reference.md §2: 55,701 tracks - 706 SDD = 54,995 clips x 30 s = 458.3 h.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Vocal removal for one shard: Demucs ``htdemucs`` keeps the no-vocals stem, or ``keep`` passes clips on.
 
 The paper passes every 30 s clip through Demucs ``htdemucs`` and trains on the accompaniment
-(REFERENCE.md section 2). Checkpoints are read in Demucs's own package format (``demucs.states``:
+(docs/reference.md §2). Checkpoints are read in Demucs's own package format (``demucs.states``:
 a dict with ``klass``, ``args``, ``kwargs``, ``state``, ``training_args``) but never unpickled
 freely: ``torch.load(weights_only=True)`` with only :class:`demucs.htdemucs.HTDemucs` and
 :class:`fractions.Fraction` allow-listed (the released htdemucs stores ``segment`` as a Fraction).

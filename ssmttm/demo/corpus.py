@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 MIN_TRACKS = 12
 DEFECTS = ("corrupt", "truncated", "silent", "short")
-# Reported MTG-Jamendo licence mix (REFERENCE.md section 2): ~70 % NC, ~34 % ND.
+# Reported MTG-Jamendo licence mix (docs/reference.md §2): ~70 % NC, ~34 % ND.
 LICENCE_MIX = {"by": 3122, "by-sa": 9933, "by-nd": 3303, "by-nc": 2274, "by-nc-sa": 21399, "by-nc-nd": 15584}
 _WORDS = {"by": "Attribution", "sa": "ShareAlike", "nc": "NonCommercial", "nd": "NoDerivs"}
 # Metadata problems, assigned in this order to distinct clean tracks (wrapping only when few).

@@ -56,6 +56,7 @@ def build(
     for name, (rel, builder) in TINY_WEIGHTS.items():
         log.info("building tiny weights %s -> %s", name, rel)
         _call(builder, out_dir / rel, seed=seed)
+        io.apply_umask_modes(out_dir / rel)  # save_pretrained writes 0600 files whatever the umask
     files = {
         p.relative_to(out_dir).as_posix(): io.sha256_file(p)
         for p in sorted(out_dir.rglob("*"))

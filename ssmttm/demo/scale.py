@@ -21,7 +21,7 @@ _CC_WORDS = {
     "by-nc-sa": "Attribution-NonCommercial-ShareAlike",
     "by-nc-nd": "Attribution-NonCommercial-NoDerivatives",
 }
-# Reported licence mix of MTG-Jamendo (REFERENCE.md section 2), used as sampling weights.
+# Reported licence mix of MTG-Jamendo (docs/reference.md §2), used as sampling weights.
 _CC_MIX = {"by": 3122, "by-sa": 9933, "by-nd": 3303, "by-nc": 2274, "by-nc-sa": 21399, "by-nc-nd": 15584}
 
 

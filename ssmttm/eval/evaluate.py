@@ -13,7 +13,7 @@ A *system* is what a table row describes:
 Each generated or re-synthesised clip is paired with its prompt (text) and the reference clip
 its prompt describes (``ref_id``). Embeddings come from the per-file cache
 (:mod:`ssmttm.eval.cache`), so adding a metric that shares a model costs nothing to embed again.
-Rows carry their protocol and a bootstrap 95 % interval over clips (REFERENCE.md section 3: FAD
+Rows carry their protocol and a bootstrap 95 % interval over clips (docs/reference.md §3: FAD
 is biased by sample size, so n and the interval are always printed). Rows from random-init
 metric models (the demo) say ``status: pipeline check, not a score``.
 """

@@ -1,6 +1,6 @@
 """The metric registry: name -> which metric model it runs and how its number is computed.
 
-Names are what ``evaluation.metrics`` lists and what score rows carry (REFERENCE.md section 3):
+Names are what ``evaluation.metrics`` lists and what score rows carry (docs/reference.md §3):
 
 - ``fad_vggish``: Fréchet distance of VGGish frame embeddings (16 kHz, 0.96 s), generated vs
   reference (the FAD of frechet-audio-distance / audiocraft);

@@ -1,4 +1,4 @@
-"""Evaluation prompt sets parsed from the datasets' own csv files (REFERENCE.md section 3).
+"""Evaluation prompt sets parsed from the datasets' own csv files (docs/reference.md §3).
 
 - ``musiccaps``: ``musiccaps-public.csv`` (5,521 rows; columns :data:`MUSICCAPS_COLUMNS`; CC BY-SA
   4.0). One prompt per row: ``prompt_id = ref_id = ytid`` (YouTube ids are ``[A-Za-z0-9_-]{11}``,
@@ -47,7 +47,7 @@ MUSICCAPS_COLUMNS = (
 )
 MUSICCAPS_SUBSETS = ("all", "balanced", "no_singing", "random")
 YTID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
-RANDOM_N = 200  # the authors' code evaluates a 200-caption subset (REFERENCE.md section 3)
+RANDOM_N = 200  # the authors' code evaluates a 200-caption subset (docs/reference.md §3)
 # Default words that mark singing/voice in a MusicCaps caption or aspect (whole words).
 NO_SINGING_WORDS = (
     "sing", "sings", "singer", "singers", "singing", "sung", "vocal", "vocals",

@@ -12,7 +12,7 @@ Reads a prompt-set JSON (``prompt-set`` stage) and writes, in ``--out-dir``
 
 Sources (``--source``):
 
-- ``musiccaps`` (REFERENCE.md section 3: 10 s YouTube clips, ~3-7 % no longer downloadable): yt-dlp
+- ``musiccaps`` (docs/reference.md §3: 10 s YouTube clips, ~3-7 % no longer downloadable): yt-dlp
   downloads the media of ``--url-template`` into ``--cache-dir/<ytid>/`` (reused on rerun), with
   yt-dlp's own retries plus our retry loop with exponential back-off and a per-clip wall-clock
   timeout; then we cut ``[start_s, end_s)`` from the prompt record, downmix, resample to 44.1 kHz.

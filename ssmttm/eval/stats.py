@@ -5,7 +5,7 @@ numpy + scipy only; every function takes arrays the embedders already produced (
 - Frechet distance (FAD / FD, Kilgour et al. 2019; the FID formula of Heusel et al. 2017): fit one
   Gaussian to all frames of a set (frames of every clip pooled, as the FAD reference implementation
   and audiocraft do), then ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})``.
-- KL (audiocraft / MusicGen protocol, REFERENCE.md section 3): PaSST window logits are mean-pooled
+- KL (audiocraft / MusicGen protocol, docs/reference.md §3): PaSST window logits are mean-pooled
   per clip, softmaxed, and ``KL(p_ref || p_gen)`` is taken per (reference, generated) pair, then averaged.
 - FAD is biased by the number of clips (Binkowski et al. 2018; Gui et al. 2024), so every score
   carries n and a percentile-bootstrap interval: for FD the *generated clips* are resampled with
@@ -161,7 +161,7 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 def mean_pooled_logits(window_logits: np.ndarray) -> np.ndarray:
     """Clip logits ``[C]`` from per-window logits ``[windows, C]``: mean over windows.
 
-    audiocraft's PaSST KL pools the window logits before the softmax (REFERENCE.md section 3).
+    audiocraft's PaSST KL pools the window logits before the softmax (docs/reference.md §3).
     """
     x = np.atleast_2d(np.asarray(window_logits, dtype=np.float64))
     if x.shape[0] == 0:

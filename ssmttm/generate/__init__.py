@@ -1,4 +1,4 @@
-"""Music generation from a trained LM checkpoint (issue 5).
+"""Music generation from a trained LM checkpoint (and, for two-stage systems, its refiner).
 
 - :mod:`ssmttm.generate.sampling`: classifier-free guidance on logits, temperature, top-k, seeded
   per-row sampling;

@@ -1,6 +1,6 @@
-"""``python -m ssmttm generate``: text -> delay-patterned DAC codes -> 44.1 kHz audio (issue 5).
+"""``python -m ssmttm generate``: text -> delay-patterned DAC codes -> 44.1 kHz audio.
 
-Decoding (REFERENCE.md section 1 sampling; MusicGen-style delay pattern, :mod:`ssmttm.pattern`):
+Decoding (docs/reference.md §1 sampling; MusicGen-style delay pattern, :mod:`ssmttm.pattern`):
 
 - the B prompts and B copies of the empty prompt "" (the unconditional prompt of classifier-free
   guidance) go through the LM as ONE batch of 2B rows with an explicit decoding cache

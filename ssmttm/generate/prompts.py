@@ -11,7 +11,7 @@ clip, ...) travel with it into the prompt-set JSON. Several prompts may share on
 - ``file``: prompts read from a ``.txt`` (one per line; blank lines and ``#`` comments skipped),
   ``.csv`` (a ``caption``/``text``/``prompt`` column, optional ``prompt_id``/``id``/``caption_id``
   and ``ref_id``), ``.json``/``.yaml``/``.yml`` file;
-- ``musiccaps`` and ``song_describer`` (REFERENCE.md section 3): parsed from the dataset's csv
+- ``musiccaps`` and ``song_describer`` (docs/reference.md §3): parsed from the dataset's csv
   (``--prompts-file``), with options; see :mod:`ssmttm.eval.promptsets`.
 
 A factory is ``f(prompts=None, prompts_file=None, **options)``; its keyword parameters are its

@@ -1,6 +1,6 @@
 """Sampling from LM logits: classifier-free guidance, temperature, top-k, seeded per row.
 
-Defaults (REFERENCE.md section 1, the authors' sampling): CFG on logits
+Defaults (docs/reference.md §1, the authors' sampling): CFG on logits
 ``uncond + 3.0 * (cond - uncond)`` with the empty string as the unconditional prompt, temperature
 1.2, top-k 250.
 

@@ -1,4 +1,4 @@
-"""Language-model backbones over DAC codes (REFERENCE.md section 1).
+"""Language-model backbones over DAC codes (docs/reference.md §1).
 
 The variant registry lives here as data: a variant name -> how the LM is conditioned on the text
 (``"prefix"``: projected text states prepended to the audio embeddings; ``"cross"``: cross-attention
@@ -27,7 +27,7 @@ def uniform(*kinds: str) -> Callable[[int], list[list[str]]]:
     return factory
 
 
-# variant -> (conditioning, layout factory); REFERENCE.md section 1 table.
+# variant -> (conditioning, layout factory); docs/reference.md §1 table.
 VARIANTS: dict[str, tuple[str, Callable[[int], list[list[str]]]]] = {
     "prefix-mamba": ("prefix", uniform("mamba2", "mamba2")),
     "prefix-simba": ("prefix", uniform("mamba2", "mlp")),  # the proposed model

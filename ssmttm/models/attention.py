@@ -8,7 +8,7 @@ d 1024) has 305.22M trainable parameters, within 0.05 % of the paper's 305.08M; 
 attention layout is not published (dropping the in-projection biases would give 305.07M).
 
 Both modules compute attention with ``torch.nn.functional.scaled_dot_product_attention`` and no
-attention dropout (dropout sits after each residual sub-layer, REFERENCE.md section 1). Masks are
+attention dropout (dropout sits after each residual sub-layer, docs/reference.md §1). Masks are
 boolean, True = real token.
 """
 
@@ -157,7 +157,7 @@ class CrossAttention(_MHA):
 
 def sinusoidal(positions: torch.Tensor, dim: int, max_period: float = 10000.0,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Sinusoidal position embedding (max period 10000, REFERENCE.md section 1).
+    """Sinusoidal position embedding (max period 10000, docs/reference.md §1).
 
     positions: [...] integer or float tensor -> [..., dim]: the first half cos, the second half sin
     of ``position * max_period ** (-i / (dim // 2))`` (the MusicGen layout).

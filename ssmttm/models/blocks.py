@@ -1,7 +1,7 @@
 """Residual blocks of the LM, chosen per layer by :func:`create_block` (mamba_ssm ``create_block`` style).
 
 A block is a list of residual sub-layers, each ``x + Dropout(op(RMSNorm(x)))`` (pre-norm,
-REFERENCE.md section 1), with ``op`` one of:
+docs/reference.md §1), with ``op`` one of:
 
 - ``"mamba2"``: Mamba2 mixer (ssmttm.models.mamba2: mamba_ssm's kernel on CUDA when available, the
   pure-PyTorch chunked SSD scan elsewhere; same parameter names either way);
@@ -42,7 +42,7 @@ class Context:
 
 
 class MLP(nn.Module):
-    """d -> mlp_ratio * d -> d with GELU and biases (REFERENCE.md section 1)."""
+    """d -> mlp_ratio * d -> d with GELU and biases (docs/reference.md §1)."""
 
     def __init__(self, d_model: int, ratio: int = 2, device=None, dtype=None):
         super().__init__()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,12 @@ def save_model(out_dir: str | os.PathLike, lm, meta: dict[str, Any] | None = Non
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = io.temp_dir(out_dir.parent, prefix=f".{out_dir.name}.")  # umask permissions, not 0700
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in lm.state_dict().items()}
-        save_file(state, str(tmp / MODEL_FILE))
+        # safetensors writes its file 0600 whatever the umask; atomic_path hands it over with umask permissions
+        with io.atomic_path(tmp / MODEL_FILE) as t:
+            save_file(state, str(t))
         io.write_json(tmp / config_file, lm.cfg.to_dict())
         io.write_json(tmp / META_FILE, meta or {})
         for name, data in (extra_files or {}).items():

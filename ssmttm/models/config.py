@@ -1,6 +1,6 @@
 """LM configuration: one dataclass (nanoGPT ``GPTConfig`` style) plus the named presets as data.
 
-Presets (REFERENCE.md section 1; trainable LM parameters, T5 excluded, kappa = 1, vocab 1025):
+Presets (docs/reference.md §1; trainable LM parameters, T5 excluded, kappa = 1, vocab 1025):
 
 - ``paper``: d_model 1024, Mamba2 d_state 512 / d_conv 4 / expand 2 / headdim 64 / ngroups 1 /
   chunk 256, 8 attention heads. Depths: Prefix SiMBA 24 (281.04M, the paper's "281M") and Cross
@@ -121,7 +121,7 @@ class LMConfig:
 
 
 # --- presets (data) -------------------------------------------------------------------------------
-# Widths shared by every variant of a preset (REFERENCE.md section 1: authors' hyper-parameters).
+# Widths shared by every variant of a preset (docs/reference.md §1: authors' hyper-parameters).
 PAPER_WIDTH = dict(d_model=1024, d_state=512, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
                    n_heads=8)
 PRESETS: dict[str, dict[str, Any]] = {

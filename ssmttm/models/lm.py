@@ -1,4 +1,4 @@
-"""The language model over delay-patterned DAC codes, for every backbone variant (REFERENCE.md section 1).
+"""The language model over delay-patterned DAC codes, for every backbone variant (docs/reference.md §1).
 
 Shared skeleton: summed per-codebook token embeddings (``nn.Embedding(1025, d)`` per codebook:
 1024 codes + SPECIAL_TOKEN); frozen FLAN-T5-base states (768-d) -> Linear(768 -> d) -> LayerNorm;
@@ -43,7 +43,7 @@ from ssmttm.models.attention import sinusoidal
 from ssmttm.models.blocks import Context, create_block
 from ssmttm.models.config import LMConfig
 
-LABEL_SMOOTHING = 0.1  # REFERENCE.md section 1 (authors' training)
+LABEL_SMOOTHING = 0.1  # docs/reference.md §1 (authors' training)
 
 
 def left_align(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

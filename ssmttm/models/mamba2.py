@@ -1,6 +1,6 @@
 """Mamba2 mixer that runs on any device, plus a switch to mamba_ssm's CUDA kernels when present.
 
-REFERENCE §1: every SSM backbone uses Mamba2 (d_state 512, d_conv 4, expand 2, headdim 64,
+docs/reference.md §1: every SSM backbone uses Mamba2 (d_state 512, d_conv 4, expand 2, headdim 64,
 ngroups 1, chunk 256). The authors trained with mamba_ssm's Triton/CUDA Mamba2, which cannot even
 be imported without a GPU. `Mamba2` below is a pure-PyTorch re-implementation of the same layer:
 

@@ -1,6 +1,6 @@
 """RMS normalisations in plain PyTorch (no Triton), so every backbone runs on any device.
 
-`RMSNorm` is the pre-norm of every residual sub-layer (REFERENCE §1: "pre-norm (RMSNorm) residual
+`RMSNorm` is the pre-norm of every residual sub-layer (docs/reference.md §1: "pre-norm (RMSNorm) residual
 sub-layers"). `RMSNormGated` is the gated norm at the end of a Mamba2 mixer; its parameter layout
 (`weight` only, no bias entry in the state_dict) matches mamba_ssm's Triton
 `layernorm_gated.RMSNorm`, so checkpoints load both ways. Both compute in float32 and cast the

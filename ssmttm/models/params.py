@@ -1,8 +1,8 @@
 """``python -m ssmttm params``: trainable LM parameters of every preset x variant.
 
 The models are built with the real classes on the meta device (no memory, no initialisation), so
-the whole paper table takes about a second. Counts exclude the frozen T5 encoder (REFERENCE.md
-section 1). Where the paper states a count (Prefix SiMBA 281.04M / 72.43M, Cross Transformer
+the whole paper table takes about a second. Counts exclude the frozen T5 encoder (docs/reference.md
+§1). Where the paper states a count (Prefix SiMBA 281.04M / 72.43M, Cross Transformer
 305.08M / 78.44M) it is printed beside ours with the relative difference.
 
 Output (stdout, and ``--out`` as a TSV) columns: preset, variant, n_layers, d_model, n_codebooks,

@@ -1,6 +1,6 @@
 """Refiner configuration: one dataclass plus named presets as data. No torch import here.
 
-The two-stage system (REFERENCE.md section 1): the LM generates DAC codebook 1 only (kappa = 1) and
+The two-stage system (docs/reference.md §1): the LM generates DAC codebook 1 only (kappa = 1) and
 a diffusion model produces the rest. The paper used a pre-trained DiscoDiff (continuous diffusion over
 DAC-44k latents, 9 codebooks x 8 dims = 72-d, v-prediction, 100 steps, CFG 3.0) whose weights were
 never released, so this project trains its own refiner on the same data:
@@ -15,9 +15,10 @@ never released, so this project trains its own refiner on the same data:
   convolution, a cross-attention to the text and an MLP, modulated by the diffusion time through
   adaptive RMSNorm (scale/shift from the time embedding).
 
-Presets: ``paper`` (d_model 512, 12 blocks, about 38M parameters; DiscoDiff's own size is a U-Net
-of up to 1024 channels, our default is (unknown) relative to the paper) and ``tiny`` (the demo and
-the tests).
+Presets: ``paper`` (d_model 512, 12 blocks: 48,838,720 trainable parameters with kappa 1 for DAC-44k
+and FLAN-T5-base, 50,388,520 with kappa 4, counted on ``RefinerNet``; DiscoDiff's own size is a
+U-Net of up to 1024 channels, our default is (unknown) relative to the paper) and ``tiny`` (the demo
+and the tests: 96,000 with kappa 1).
 """
 
 from __future__ import annotations

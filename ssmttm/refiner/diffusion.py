@@ -1,4 +1,4 @@
-"""Continuous-time v-prediction diffusion over normalised latents (the DiscoDiff recipe, REFERENCE.md 1).
+"""Continuous-time v-prediction diffusion over normalised latents (the DiscoDiff recipe, docs/reference.md §1).
 
 Schedule (variance preserving, cosine): ``alpha(t) = cos(pi t / 2)``, ``sigma(t) = sin(pi t / 2)``,
 ``t`` in [0, 1]; ``z_t = alpha x0 + sigma eps``. The network predicts the velocity
@@ -10,7 +10,7 @@ the DDIM update ``z' = alpha' x0 + sqrt(sigma'^2 - s^2) eps + s xi``, where
 ``s = eta sqrt(sigma'^2 / sigma^2) sqrt(1 - alpha^2 / alpha'^2)`` (Song et al. 2021, eq. 16):
 ``eta = 1`` is ancestral (DDPM) sampling, ``eta = 0`` the deterministic DDIM sampler that tolerates fewer steps.
 Classifier-free guidance combines the conditional and unconditional (empty prompt) velocities in
-ONE batch of 2B rows: ``v = v_u + scale (v_c - v_u)`` (scale 3.0, REFERENCE.md section 1). Every row
+ONE batch of 2B rows: ``v = v_u + scale (v_c - v_u)`` (scale 3.0, docs/reference.md §1). Every row
 draws its noise from its own generator seeded with ``seed`` (:func:`ssmttm.generate.sampling.
 make_generators`), so a prompt's output does not depend on the batch it is in.
 """

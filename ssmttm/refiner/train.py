@@ -1,4 +1,4 @@
-"""``python -m ssmttm train-refiner``: train the two-stage refiner on the token store (issue 7).
+"""``python -m ssmttm train-refiner``: train the two-stage system's refiner on the token store.
 
 The refiner learns the DAC latents of codebooks ``kappa + 1 .. K`` from codebook(s) ``1 .. kappa`` and
 the caption, on the same clips, crops, captions and CFG dropout as the LM (its targets are the

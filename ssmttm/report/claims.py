@@ -1,4 +1,4 @@
-"""``python -m ssmttm claims``: recompute the paper's headline claims (REFERENCE.md section 4).
+"""``python -m ssmttm claims``: recompute the paper's headline claims (docs/reference.md §4).
 
 - "2 % of the data": training hours (the manifest's train split) / 20,000 h (MusicGen's training
   set); the paper's own numbers give 457 / 20,000 = 2.285 %.
@@ -25,7 +25,7 @@ import pandas as pd
 
 from ssmttm import io, logs
 from ssmttm.report import published
-from ssmttm.report.tables import tex_escape
+from ssmttm.report.tables import latex_table
 
 log = logging.getLogger("ssmttm.report.claims")
 
@@ -135,7 +135,7 @@ def compute_claims(config: dict, hours: dict, runs: dict[str, dict], experiment:
         dict(claim="data", quantity="% of data (vs MusicGen's 20,000 h)", this_run=_pct(hours["train"], mg_hours),
              as_configured=_pct(hours["train"], mg_hours), paper_recipe=_pct(rec["hours"], mg_hours),
              paper_claim=published.PAPER_CLAIMS["data_pct"], unit="%", reference=f"{mg_hours:,.0f} h",
-             notes="paper recipe = 457 h / 20,000 h (REFERENCE.md section 4)"),
+             notes="paper recipe = 457 h / 20,000 h (docs/reference.md §4)"),
         dict(claim="flops", quantity="optimizer steps", this_run=run.get("step"), as_configured=int(exp["steps"]),
              paper_recipe=rec["steps"], unit="steps", reference=f"{msm['steps']:,}", notes=cfg_note),
         dict(claim="flops", quantity="positions seen D", this_run=run.get("tokens_seen"), as_configured=d_cfg,
@@ -145,7 +145,7 @@ def compute_claims(config: dict, hours: dict, runs: dict[str, dict], experiment:
         dict(claim="flops", quantity="parameters N (non-embedding)", this_run=run.get("n_params_non_embedding"),
              as_configured=n_cfg, paper_recipe=rec["params"], unit="params",
              reference=f"{msm['params']:.3g}",
-             notes="paper recipe uses the stated 281.04M (all trainable parameters, REFERENCE.md section 4)"),
+             notes="paper recipe uses the stated 281.04M (all trainable parameters, docs/reference.md §4)"),
         dict(claim="flops", quantity="training FLOPs (6ND)", this_run=run.get("flops_6nd"), as_configured=f_cfg,
              paper_recipe=f_rec, unit="FLOPs", reference=f"{mg:.3g}", notes="6 x N x D"),
         dict(claim="flops", quantity="% of MusicGen-small FLOPs (6ND)", this_run=_pct(run.get("flops_6nd"), mg),
@@ -191,12 +191,10 @@ def render(rows: list[dict], title: str, preamble: list[str]) -> tuple[str, str]
     md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * 4 + "---|---|"]
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
     md += [""] + [f"- {n}" for n in notes]
-    tex = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{tex_escape(title)}}}", r"\label{tab:claims}",
-           r"\begin{tabular}{lrrrrll}", r"\toprule", " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
-    tex += [" & ".join(tex_escape(c) for c in row) + r" \\" for row in cells]
-    tex += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\footnotesize"]
-    tex += [tex_escape(n) + r"\par" for n in notes] + [r"\end{table}"]
-    return "\n".join(md) + "\n", "\n".join(tex) + "\n"
+    # the quantity column wraps (p column, ragged right) instead of widening the table past the page
+    colspec = r">{\raggedright\arraybackslash}p{0.3\linewidth}rrrrll"
+    tex = latex_table(title, "claims", header, cells, notes, colspec, "claims")
+    return "\n".join(md) + "\n", tex
 
 
 def _load_config(text: str) -> dict:
@@ -254,7 +252,7 @@ def main(argv: list[str]) -> int:
     run = runs[a.experiment]
     preamble = [f"Run {a.experiment}: {run.get('preset')}/{run.get('variant')} kappa {run.get('kappa')}, final step "
                 f"{run.get('step')} ({run_dirs[a.experiment]}).",
-                "Paper claims: 2 % of the data, 9 % of MusicGen-small's FLOPs (REFERENCE.md section 4); the paper's "
+                "Paper claims: 2 % of the data, 9 % of MusicGen-small's FLOPs (docs/reference.md §4); the paper's "
                 "own FLOPs formula is unknown."]
     md, tex = render(rows, "Headline claims recomputed", preamble)
     a.out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ Input: the long table of one study (:func:`ssmttm.report.tables.study_table`: on
 step x metric, aggregated over seeds). Two figures per study, PNG + SVG, written atomically:
 ``<plots_dir>/<study>_vs_steps`` and ``<study>_vs_flops`` (x = the evaluated checkpoint's logged
 6ND, log scale). One subplot per metric; our experiments as mean over seeds with sd error bars;
-the paper's curve points (REFERENCE.md section 3) as hollow markers with their read-off error,
+the paper's curve points (docs/reference.md §3) as hollow markers with their read-off error,
 coloured like our experiment of the same variant; MusicGen-small (paper, released checkpoint),
 ground truth and codec re-synthesis as horizontal reference lines. The paper's "FD" (likely
 OpenL3, 70-165) is not on our FD scale: it is drawn on a right-hand axis of our first ``fd_*``

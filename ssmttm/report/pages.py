@@ -91,35 +91,3 @@ def main(argv: list[str]) -> int | None:
         io.write_text(out / "audio" / f"{exp}.html", audio_page(exp, set_dir, prompts, args.clips))
     log.info("report pages -> %s", out)
     return 0
-
-
-START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
-
-
-def readme_results(tables_dir: Path, studies: list[str], header: str) -> str:
-    """The README's "Results on the demo" block: each study's Markdown table as the pipeline wrote it."""
-    parts = [START, header]
-    for name in studies:
-        md = (Path(tables_dir) / f"{name}.md").read_text(encoding="utf-8").strip()
-        parts.append(md.replace("\n# ", "\n#### ").replace("# ", "#### ", 1) if md.startswith("# ") else md)
-    parts.append(END)
-    return "\n\n".join(parts)
-
-
-def main_readme(argv: list[str]) -> int | None:
-    """``readme-results``: paste the demo's tables into README.md between the demo-results markers."""
-    p = argparse.ArgumentParser(prog="ssmttm readme-results", description=main_readme.__doc__)
-    p.add_argument("--tables-dir", default="results/tables")
-    p.add_argument("--study", action="append", default=[], help="table to include (repeat; default: all .md)")
-    p.add_argument("--readme", default="README.md")
-    p.add_argument("--header", default="", help="a line printed above the tables (how they were made)")
-    args = p.parse_args(argv)
-    readme = Path(args.readme)
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"--readme {readme}: no {START} ... {END} markers")
-    studies = args.study or sorted(q.stem for q in Path(args.tables_dir).glob("*.md"))
-    block = readme_results(Path(args.tables_dir), studies, args.header)
-    head, rest = text.split(START, 1)
-    io.write_text(readme, head + block + rest.split(END, 1)[1])
-    return 0

@@ -1,4 +1,4 @@
-"""Published reference values, as data, each with its source (REFERENCE.md sections 3 and 4).
+"""Published reference values, as data, each with its source (docs/reference.md §3 and §4).
 
 Nothing here is measured by this project: these are the numbers our tables and plots are compared
 with. Every row has the score-row keys of the evaluation contract (docs/ARCHITECTURE.md, score
@@ -10,7 +10,7 @@ published names map onto them as follows:
 - MusicGen's "FAD" is VGGish FAD -> ``fad_vggish``; "KL" is PaSST KL -> ``kl_passt``; "CLAP" ->
   ``clap_score``.
 - The paper's curves say "FD" with values 70-165, the scale of OpenL3-based FD
-  (stable-audio-metrics, 48 kHz), not VGGish FAD (REFERENCE.md section 3). They keep their own name
+  (stable-audio-metrics, 48 kHz), not VGGish FAD (docs/reference.md §3). They keep their own name
   ``fd_paper`` (label "FD (paper, likely OpenL3)"): they are drawn beside our ``fd_*`` metrics but
   never merged into one column with them.
 """
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from ssmttm.eval.evaluate import ROW_KEYS  # noqa: F401  (one definition of a score row's columns)
 
-REFERENCE = "REFERENCE.md"
+REFERENCE = "docs/reference.md"
 PAPER = "Lee et al., Training-Efficient Text-to-Music Generation with State-Space Modeling, arXiv 2601.14786"
-SRC_CURVES = f"{PAPER}, two-stage training curves (figure, read off, {REFERENCE} section 3)"
+SRC_CURVES = f"{PAPER}, two-stage training curves (figure, read off, {REFERENCE} §3)"
 SRC_MUSICGEN_PAPER = (f"Copet et al., Simple and Controllable Music Generation (MusicGen), MusicCaps, small model "
-                      f"({REFERENCE} section 3)")
-SRC_MUSICGEN_RELEASED = f"released facebook/musicgen-small checkpoint re-evaluated on MusicCaps ({REFERENCE} section 3)"
+                      f"({REFERENCE} §3)")
+SRC_MUSICGEN_RELEASED = f"released facebook/musicgen-small checkpoint re-evaluated on MusicCaps ({REFERENCE} §3)"
 
 # Our metric name -> what a published value of it is called in tables and plots.
 PUBLISHED_LABELS = {
@@ -37,10 +37,10 @@ PUBLISHED_LABELS = {
 FD_PAPER_COMPARE = ("fd_openl3", "fd_clap", "fd_vggish", "fd_passt", "fd_logmel")
 LOWER_IS_BETTER = {"fd_paper": True, "fad_vggish": True, "kl_passt": True, "clap_score": False}
 
-# Read-off precision of the paper's figure (REFERENCE.md section 3): +-1 FD, +-0.03 KL, +-0.003 CLAP.
+# Read-off precision of the paper's figure (docs/reference.md §3): +-1 FD, +-0.03 KL, +-0.003 CLAP.
 READOFF_ERROR = {"fd_paper": 1.0, "kl_passt": 0.03, "clap_score": 0.003}
 
-# REFERENCE.md section 3, two-stage curves (kappa = 1), read off the paper's figure.
+# docs/reference.md §3, two-stage curves (kappa = 1), read off the paper's figure.
 # step -> (FD, KL, CLAP); Transformer also at 400k steps.
 PAPER_CURVES = {
     "prefix-simba": {
@@ -54,25 +54,25 @@ PAPER_CURVES = {
 }
 CURVE_METRICS = ("fd_paper", "kl_passt", "clap_score")
 
-# Trainable LM parameters the paper states (REFERENCE.md section 1, kappa 1, paper preset).
+# Trainable LM parameters the paper states (docs/reference.md §1, kappa 1, paper preset).
 PAPER_PARAMS = {"prefix-simba": 281.04e6, "cross-transformer": 305.08e6}
 # Embedding tables (kappa x 1025 x d_model, lookups, no matmul) are left out of N in 6ND, as in
 # ssmttm.train.flops; with kappa 1 and d_model 1024 that is 1025 x 1024 parameters.
 PAPER_EMBEDDING_PARAMS = 1025 * 1024
-# The paper's recipe (REFERENCE.md sections 1 and 4): 128 sequences of 2588 positions per step.
+# The paper's recipe (docs/reference.md §1 and §4): 128 sequences of 2588 positions per step.
 PAPER_RECIPE = {"batch": 128, "positions_per_sequence": 2588, "steps": 100_000, "params": 281.04e6,
                 "hours": 457.0}
 
-# MusicGen-small training (REFERENCE.md section 4): ~361M matmul parameters, 1M steps, batch 192,
+# MusicGen-small training (docs/reference.md §4): ~361M matmul parameters, 1M steps, batch 192,
 # 30 s crops of EnCodec 32 kHz at 50 Hz = 1500 positions, trained on 20k hours.
 MUSICGEN_SMALL = {"params": 361e6, "steps": 1_000_000, "batch": 192, "positions_per_sequence": 1500,
                   "hours": 20_000.0}
-# MusicCaps scores (REFERENCE.md section 3): paper and released checkpoint.
+# MusicCaps scores (docs/reference.md §3): paper and released checkpoint.
 MUSICGEN_SMALL_SCORES = {
     "musicgen_small_paper": ({"fad_vggish": 3.1, "kl_passt": 1.28, "clap_score": 0.31}, SRC_MUSICGEN_PAPER),
     "musicgen_small_released": ({"fad_vggish": 4.88, "kl_passt": 1.42, "clap_score": 0.27}, SRC_MUSICGEN_RELEASED),
 }
-# The paper's headline claims (REFERENCE.md section 4), in percent.
+# The paper's headline claims (docs/reference.md §4), in percent.
 PAPER_CLAIMS = {"data_pct": 2.0, "flops_pct": 9.0}
 
 # Embedding model each published metric was computed with, where the source says so.
@@ -85,13 +85,13 @@ def flops_6nd(params: float, steps: float, batch: float, positions: float) -> fl
 
 
 def musicgen_small_flops() -> float:
-    """MusicGen-small training FLOPs, 6 x 361M x (1M x 192 x 1500) ~ 6.2e20 (REFERENCE.md section 4)."""
+    """MusicGen-small training FLOPs, 6 x 361M x (1M x 192 x 1500) ~ 6.2e20 (docs/reference.md §4)."""
     m = MUSICGEN_SMALL
     return flops_6nd(m["params"], m["steps"], m["batch"], m["positions_per_sequence"])
 
 
 def paper_recipe_flops() -> float:
-    """The paper's run as REFERENCE.md section 4 recomputes it: 6 x 281.04M x (100k x 128 x 2588) ~ 5.6e19."""
+    """The paper's run as docs/reference.md §4 recomputes it: 6 x 281.04M x (100k x 128 x 2588) ~ 5.6e19."""
     r = PAPER_RECIPE
     return flops_6nd(r["params"], r["steps"], r["batch"], r["positions_per_sequence"])
 

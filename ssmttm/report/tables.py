@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -308,27 +309,132 @@ def to_markdown(title: str, header: list[str], rows: list[list[str]], notes: lis
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
-        DAGGER: r"\textsuperscript{\dag}",
-        "↓": r"$\downarrow$", "↑": r"$\uparrow$", "<": r"\textless{}", ">": r"\textgreater{}"}
+# --- LaTeX ----------------------------------------------------------------------------------------------
+# The .tex tables are \input into a paper compiled by pdflatex, which without inputenc/fontenc set up
+# stops at the first non-ASCII character ("Unicode character ... not set up for use with LaTeX").
+# Every character that reaches a .tex file therefore goes through tex_escape: LaTeX specials are
+# escaped and every non-ASCII symbol becomes a command that works in pdflatex's default OT1 setup,
+# so the files are pure ASCII and need no inputenc, fontenc or textcomp.
+TEX_PACKAGES = ("booktabs", "graphicx", "array")
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+    ">": r"\textgreater{}", "|": r"\textbar{}",  # OT1 typesets < > | as other glyphs in text mode
+    "`": "{}`{}",  # no ligature with a neighbour (`` and !` ?` are ligatures)
+    "\n": " ", "\t": " ", "\r": " ",
+}
+_TEX_UNICODE = {
+    DAGGER: r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}",
+    "±": r"$\pm$", "∓": r"$\mp$", "×": r"$\times$", "÷": r"$\div$", "·": r"$\cdot$", "⋅": r"$\cdot$",
+    "≈": r"$\approx$", "∼": r"$\sim$", "≃": r"$\simeq$", "≠": r"$\neq$", "≡": r"$\equiv$",
+    "≤": r"$\leq$", "≥": r"$\geq$", "⩽": r"$\leq$", "⩾": r"$\geq$", "≪": r"$\ll$", "≫": r"$\gg$",
+    "→": r"$\rightarrow$", "←": r"$\leftarrow$", "↔": r"$\leftrightarrow$", "⇒": r"$\Rightarrow$",
+    "⇐": r"$\Leftarrow$", "⇔": r"$\Leftrightarrow$", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
+    "∞": r"$\infty$", "∝": r"$\propto$", "∈": r"$\in$", "∑": r"$\sum$", "√": r"$\surd$", "∂": r"$\partial$",
+    "−": r"$-$", "′": r"$'$", "″": r"$''$", "°": r"$^\circ$", "¹": r"$^1$", "²": r"$^2$", "³": r"$^3$",
+    "½": r"$\frac{1}{2}$", "¼": r"$\frac{1}{4}$", "¾": r"$\frac{3}{4}$", "µ": r"$\mu$",
+    "–": "--", "—": "---", "‐": "-", "‑": "-", "‒": "--", "…": r"\ldots{}", "•": r"\textbullet{}",
+    "‘": "`", "’": "'", "‚": ",", "“": "``", "”": "''", "„": ",,", "«": r"$\ll$", "»": r"$\gg$",
+    "\u00a0": "~", "\u202f": r"\,", "\u2009": r"\,", "\u2002": " ", "\u2003": " ", "\u200b": "",
+    "§": r"\S{}", "¶": r"\P{}", "©": r"\copyright{}", "®": r"\textregistered{}", "™": r"\texttrademark{}",
+    "ß": r"\ss{}", "æ": r"\ae{}", "Æ": r"\AE{}", "œ": r"\oe{}", "Œ": r"\OE{}", "ø": r"\o{}", "Ø": r"\O{}",
+    "ł": r"\l{}", "Ł": r"\L{}", "ı": r"\i{}", "ȷ": r"\j{}", "¡": "!`", "¿": "?`",
+}
+# Greek letters in math mode (κ is the number of codebooks; µ above is the micro sign, μ here the letter).
+# Capitals that look like Latin letters have no LaTeX command: they are written as those letters.
+_GREEK = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+          "sigma tau upsilon phi chi psi omega").split()
+_GREEK_LATIN_CAPITALS = dict(zip("alpha beta epsilon zeta eta iota kappa mu nu omicron rho tau chi".split(),
+                                 "ABEZHIKMNOPTX"))
+for _i, _name in enumerate(_GREEK):
+    _skip = _i >= 17  # after rho: U+03C2 is the final sigma, U+03A2 is unassigned
+    _lower = {"omicron": "o", "epsilon": r"\varepsilon", "phi": r"\varphi"}.get(_name, "\\" + _name)  # glyph shapes
+    _TEX_UNICODE[chr(0x3B1 + _i + _skip)] = f"${_lower}$"
+    _TEX_UNICODE[chr(0x391 + _i + _skip)] = _GREEK_LATIN_CAPITALS.get(_name) or rf"$\{_name.capitalize()}$"
+_TEX_UNICODE.update({"ς": r"$\varsigma$", "ϵ": r"$\epsilon$", "ϕ": r"$\phi$", "ϑ": r"$\vartheta$"})
+# combining accents (after NFD) -> the LaTeX text accent that draws them in OT1
+_TEX_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0306": "u",
+                "\u0307": ".", "\u0308": '"', "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c"}
 
 
-def tex_escape(s: str) -> str:
-    """LaTeX-safe text: special characters escaped in one pass; ± † ↓ ↑ as math/text symbols."""
-    return "".join(_TEX.get(ch, ch) for ch in str(s))
+def _tex_char(ch: str) -> str:
+    """One non-ASCII character as ASCII LaTeX: a known symbol, an accented letter, a compatibility
+    form (ligatures, full-width letters) or, failing all, its code point in brackets (logged)."""
+    if ch in _TEX_UNICODE:
+        return _TEX_UNICODE[ch]
+    base, *marks = unicodedata.normalize("NFD", ch)
+    if marks and base.isascii() and all(m in _TEX_ACCENTS for m in marks):
+        out = base if marks == ["\u0327"] else {"i": r"\i{}", "j": r"\j{}"}.get(base, base)  # dotless under accents
+        for m in marks:  # innermost accent first
+            out = rf"\{_TEX_ACCENTS[m]}{{{out}}}"
+        return out
+    compat = unicodedata.normalize("NFKD", ch)
+    if compat != ch and all(c.isascii() or c in _TEX_UNICODE for c in compat):
+        return "".join(_TEX_SPECIAL.get(c, c) if c.isascii() else _TEX_UNICODE[c] for c in compat)
+    log.warning("no LaTeX form for %r (U+%04X): written as [U+%04X]", ch, ord(ch), ord(ch))
+    return f"[U+{ord(ch):04X}]"
+
+
+LONG_WORD = 20  # characters; a longer word gets line-break points after / _ . (paths, run names)
+
+
+def tex_escape(s) -> str:
+    """``s`` as LaTeX text in pure ASCII: specials escaped, every non-ASCII character as a command
+    (κ -> ``$\\kappa$``, ± -> ``$\\pm$``, – -> ``--``, é -> ``\\'{e}``); ``--`` in the input stays two
+    hyphens. Words longer than LONG_WORD may break after ``/``, ``_`` and ``.``, so a long path or run
+    name can wrap in the notes and in paragraph columns (where a table has no such column the
+    break points are inert)."""
+    out = []
+    for word in re.split(r"(\s+)", str(s)):
+        long = len(word) > LONG_WORD
+        for i, ch in enumerate(word):
+            if ch.isascii():
+                e = _TEX_SPECIAL.get(ch, ch)
+                if ch == "-" and word[i + 1:i + 2] == "-":
+                    e = "-{}"  # no en/em-dash ligature from literal hyphens (command-line flags)
+            else:
+                e = _tex_char(ch)
+            if long and ch in "/_." and i + 1 < len(word):
+                e += r"\allowbreak{}"
+            out.append(e)
+    return "".join(out)
+
+
+def _tex_head(h: str) -> str:
+    """A header cell; a label with a parenthesised detail ("FAD (VGGish)") goes on two lines so
+    metric columns stay as narrow as their numbers."""
+    head, sep, rest = str(h).partition(" (")
+    if not sep or not head:
+        return tex_escape(h)
+    return rf"\begin{{tabular}}[b]{{@{{}}c@{{}}}}{tex_escape(head)}\\({tex_escape(rest)}\end{{tabular}}"
+
+
+def latex_table(title: str, label: str, header: list[str], rows: list[list[str]], notes: list[str],
+                colspec: str, source: str) -> str:
+    """A booktabs float: caption, the table scaled down to the line width when wider (never up), and
+    the notes under it, ragged right. ``source`` (the command that wrote it) goes in the header
+    comment, with the packages the preamble needs."""
+    lines = [
+        f"% Generated by `python -m ssmttm {source}`; do not edit by hand.",
+        rf"% Use with \input{{}}; the preamble needs \usepackage{{{','.join(TEX_PACKAGES)}}}",
+        "% (booktabs: the rules; graphicx: \\resizebox, which narrows a table wider than the line;",
+        "% array: the column types). The file is ASCII only, so pdflatex needs no inputenc setup.",
+        r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{tex_escape(title)}}}",
+        rf"\label{{tab:{label}}}",
+        # \width is the tabular's natural width: scaled to \linewidth only when it is wider
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+        rf"\begin{{tabular}}{{{colspec}}}", r"\toprule",
+        " & ".join(_tex_head(h) for h in header) + r" \\", r"\midrule",
+    ]
+    lines += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip", r"{\footnotesize\raggedright"]
+    lines += [tex_escape(n) + r"\par" for n in notes]
+    return "\n".join(lines + ["}", r"\end{table}"]) + "\n"
 
 
 def to_latex(title: str, label: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
-    """A booktabs table (needs ``\\usepackage{booktabs}``) with the notes under it."""
-    spec = "lll" + "r" * (len(header) - 3)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{tex_escape(title)}}}",
-             rf"\label{{tab:{label}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\footnotesize"]
-    lines += [tex_escape(n) + r"\par" for n in notes]
-    return "\n".join(lines + [r"\end{table}"]) + "\n"
+    """The study table as a booktabs float (see :func:`latex_table`)."""
+    return latex_table(title, label, header, rows, notes, "lll" + "r" * (len(header) - 3), "tables")
 
 
 def write_study(study: pd.DataFrame, name: str, title: str, out_dir: Path) -> list[Path]:

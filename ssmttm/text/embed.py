@@ -1,10 +1,11 @@
 """``python -m ssmttm text-embed``: encode every unique caption once with the frozen T5 encoder.
 
-Training never runs the text encoder (issue 3): this stage collects every caption of every
-manifest clip (the ``captions`` JSON list, primary first), deduplicates them exactly (the same
-string gets the same id), adds the empty prompt "" as caption id 0 (the unconditional prompt of
-classifier-free guidance, REFERENCE.md section 1), and runs each unique text through the encoder
-ONCE, in length-sorted batches. It writes the text store described in :mod:`ssmttm.text.store`.
+Training never runs the text encoder (it reads the stored caption states): this stage collects every
+caption of every manifest clip (the ``captions`` JSON list, primary first), deduplicates them
+exactly (the same string gets the same id), adds the empty prompt "" as caption id 0 (the
+unconditional prompt of classifier-free guidance, docs/reference.md §1), and runs each unique text
+through the encoder ONCE, in length-sorted batches. It writes the text store described in
+:mod:`ssmttm.text.store`.
 
 Compute: no_grad, eval mode; fp32 on CPU, bf16 on CUDA by default (``--dtype``: T5 was trained
 in bf16 and overflows in fp16); the states are stored as float16 (T5's final RMSNorm keeps them

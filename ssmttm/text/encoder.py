@@ -1,6 +1,6 @@
 """The frozen T5 text encoder: offline loader, padded forward pass and the tiny demo builder.
 
-The paper conditions every LM on the frozen FLAN-T5-base encoder (REFERENCE.md section 1: 768-d
+The paper conditions every LM on the frozen FLAN-T5-base encoder (docs/reference.md §1: 768-d
 last hidden states; the LM projects 768 -> 1024 itself). :func:`load_t5_encoder` loads a
 ``T5EncoderModel`` and its tokenizer from a LOCAL folder saved with ``save_pretrained`` (the
 ``google/flan-t5-base`` snapshot fetched by the weights rule, or the tiny random-init model

@@ -1,14 +1,15 @@
 """The training Dataset: stored DAC codes + stored caption states, delay pattern applied here only.
 
-Training never runs the codec or the text encoder (issue 3): a :class:`TokenDataset` item is read
-from the token store (``ssmttm.tokens.store.TokenStore``, uint16 memory maps, one clip's slice at a
-time) and the text store (``ssmttm.text.store.TextStore``, float16 memory map), then
+Training never runs the codec or the text encoder (both ran once, ahead of it): a
+:class:`TokenDataset` item is read from the token store (``ssmttm.tokens.store.TokenStore``, uint16
+memory maps, one clip's slice at a time) and the text store (``ssmttm.text.store.TextStore``,
+float16 memory map), then
 
 - optionally cropped to ``max_frames`` frames at a random start (the paper trains on 30 s =
   2584-frame clips, so the full clip is the default);
 - cut to the first ``kappa`` codebooks and passed through :func:`ssmttm.pattern.build`, the one
   place in the package the delay pattern is applied (codebook k shifted right by k + 1 steps,
-  SPECIAL_TOKEN as BOS / filler, REFERENCE.md section 1);
+  SPECIAL_TOKEN as BOS / filler, docs/reference.md §1);
 - paired with one of the clip's captions: ``caption="random"`` picks uniformly among the clip's
   distinct captions, ``"primary"`` takes the first.
 

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -93,7 +92,7 @@ def write_shard(
     out_dir = Path(out_dir)
     k = int(meta["n_codebooks"])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = io.temp_dir(out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp")  # umask permissions, not 0700
     try:
         rows, total = [], 0
         spool_path = tmp / "codes.spool"

@@ -1,4 +1,4 @@
-"""LM training (issue 5): plain PyTorch, torchrun for several GPUs or nodes.
+"""LM training: plain PyTorch, torchrun for several GPUs or nodes.
 
 - :mod:`ssmttm.train.loop`: the :class:`~ssmttm.train.loop.Trainer` and the ``train`` stage;
 - :mod:`ssmttm.train.options`: the stage's flags (:class:`~ssmttm.train.options.TrainConfig`);

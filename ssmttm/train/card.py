@@ -1,11 +1,11 @@
 """Model card written next to every checkpoint: ``card.json`` (machine-readable) and ``MODEL_CARD.md``.
 
-Issue 5: each checkpoint carries its config, parameter count, the sha256 of the data manifest it
+Each checkpoint carries its config, parameter count, the sha256 of the data manifest it
 was trained on, the licence summary of that data (a verbatim copy of
 ``results/licenses/licenses.json``) and its attribution file (``ATTRIBUTION.md``, copied into the
 checkpoint folder by the trainer), the steps, tokens and FLOPs. The licence summary decides what
 the weights may be used for: MTG-Jamendo is ~70 % non-commercial and ~34 % no-derivatives
-(REFERENCE.md section 2), so the card states this up front whenever the included tracks carry NC/ND.
+(docs/reference.md §2), so the card states this up front whenever the included tracks carry NC/ND.
 """
 
 from __future__ import annotations

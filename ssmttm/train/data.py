@@ -7,7 +7,7 @@ Crops and caption choice are the dataset's pure function of (seed, epoch, item)
 (ssmttm.tokens.dataset), so the data position ``(epoch, batch_in_epoch)`` is all a resumed run
 needs to read exactly the batches an uninterrupted run would.
 
-Classifier-free guidance dropout (REFERENCE.md section 1, authors' training): with probability
+Classifier-free guidance dropout (docs/reference.md §1, authors' training): with probability
 ``p_prompt`` a sample's whole prompt is replaced by the empty prompt's stored encoder states
 (text-store caption id 0, ``""``), the unconditional input used at sampling time. The authors'
 code also drops single text tokens with p 0.1 (``p_token``): here a dropped position is masked out

@@ -1,4 +1,4 @@
-"""FLOPs accounting (REFERENCE.md section 4, the "9 % of MusicGen-small's FLOPs" claim).
+"""FLOPs accounting (docs/reference.md §4, the "9 % of MusicGen-small's FLOPs" claim).
 
 Two numbers, both recomputable from a run's logs:
 
@@ -7,7 +7,7 @@ Two numbers, both recomputable from a run's logs:
   matmul). The text projection (768 -> d) and the output heads ARE counted (they are matmuls run
   every step); the frozen T5 encoder is not (its states are precomputed once by text-embed).
   ``D`` = audio sequence positions seen = sum over sequences of their delayed length T + kappa
-  (REFERENCE.md: 128 x 2588 per step); text prefix positions and padding are not counted.
+  (docs/reference.md §1: 128 x 2588 per step); text prefix positions and padding are not counted.
   Paper-size Prefix SiMBA: N = 281.04M - 1025 x 1024 = 279.99M. :func:`flops_6nd` also accepts
   the all-parameter count, which the card reports beside it.
 - measured forward FLOPs per position: ``torch.utils.flop_counter.FlopCounterMode`` over one

@@ -1,4 +1,4 @@
-"""``python -m ssmttm train``: train one LM variant (REFERENCE.md section 1 recipe), resumable, DDP-ready.
+"""``python -m ssmttm train``: train one LM variant (docs/reference.md §1 recipe), resumable, DDP-ready.
 
 Recipe defaults: AdamW lr 1e-4, betas (0.9, 0.999), eps 1e-7, weight decay 0.02 on >= 2-D
 weights only (not on norms, biases, or Mamba2's A_log / D / dt_bias, flagged ``_no_weight_decay``);

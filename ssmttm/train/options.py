@@ -1,6 +1,6 @@
 """The ``train`` stage's flags: :class:`TrainConfig` (one field per flag) and :func:`parse_args`.
 
-Defaults are the paper recipe (REFERENCE.md section 1); see ssmttm.train.loop for what each does.
+Defaults are the paper recipe (docs/reference.md §1); see ssmttm.train.loop for what each does.
 No torch import here.
 """
 

@@ -1,6 +1,6 @@
 """Learning-rate schedule: linear warm-up, then cosine decay to ``min_lr_ratio`` x lr.
 
-REFERENCE.md section 1: lr 1e-4, 500 warm-up steps, cosine to 0.005 x lr, stepped PER OPTIMIZER
+docs/reference.md §1: lr 1e-4, 500 warm-up steps, cosine to 0.005 x lr, stepped PER OPTIMIZER
 STEP (the authors' code steps its scheduler once per epoch, a bug not reproduced here).
 
 ``s`` counts optimizer updates already applied (the first update uses ``s = 0``):

@@ -5,7 +5,7 @@ clip, primary caption first). The registry maps the config name (``captions.capt
 factory: building or reading the registry imports nothing heavy (transformers and torch are imported
 only when the ``qwen2-audio`` factory runs), so the Snakefile and ``--help`` stay cheap.
 
-Captioners (REFERENCE.md section 2):
+Captioners (docs/reference.md §2):
 - ``tags``: deterministic templates over the clip's MTG-Jamendo genre / instrument / mood tags
   (the offline alternative; no model, no GPU).
 - ``qwen2-audio``: Qwen2-Audio-7B-Instruct with the lab's captioning prompt, greedy decoding, then an
@@ -46,7 +46,7 @@ class CaptionerOptions:
 
     ``seed`` picks tag-template phrasings; ``model_path`` / ``rephrase_path`` are local folders from
     the weights cache (results/weights/<name>/); ``max_new_tokens`` 256 and ``max_audio_seconds`` 30
-    follow the lab's Qwen2-Audio captioning setup (REFERENCE.md section 2).
+    follow the lab's Qwen2-Audio captioning setup (docs/reference.md §2).
     """
 
     seed: int = 0

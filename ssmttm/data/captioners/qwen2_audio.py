@@ -1,6 +1,6 @@
 """The ``qwen2-audio`` captioner: Qwen2-Audio-Instruct captions, optionally rephrased by a text LLM.
 
-REFERENCE.md section 2: the lab's captioning pipeline runs Qwen2-Audio-7B-Instruct with the system
+docs/reference.md §2: the lab's captioning pipeline runs Qwen2-Audio-7B-Instruct with the system
 prompt "You are a helpful assistant for music captioning." and the user turn (audio + "Generate a
 detailed caption for this music piece, primarily focusing on instrumentation, genre, mood, rhythm,
 and scenario."), max_new_tokens 256, then rephrases the caption with an LLM (model (unknown)).
@@ -84,7 +84,7 @@ def check_tokenizer(tokenizer, folder: str | os.PathLike, chat_template: str | N
 
 
 def build_conversation(audio_ref: str = "clip") -> list[dict]:
-    """The captioning chat (REFERENCE.md section 2): system prompt, then audio + instruction."""
+    """The captioning chat (docs/reference.md §2): system prompt, then audio + instruction."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": [{"type": "audio", "audio_url": audio_ref}, {"type": "text", "text": INSTRUCTION}]},

@@ -1,6 +1,6 @@
 """The ``tags`` captioner: deterministic template captions from MTG-Jamendo tags.
 
-REFERENCE.md section 2 names this as the offline alternative to Qwen2-Audio captions. Each clip's
+docs/reference.md §2 names this as the offline alternative to Qwen2-Audio captions. Each clip's
 genre / instrument / mood-theme tags (``raw_30s_cleantags.tsv``: ``genre---rock``,
 ``instrument---electricguitar``, ``mood/theme---film``) are turned into readable words, mood tags are
 split into adjectives ("happy") and scenarios ("film" -> "suitable for film"), and a few phrasings

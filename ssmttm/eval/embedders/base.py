@@ -3,7 +3,7 @@
 An :class:`Embedder` turns mono audio at its own sample rate into frame (or window, or clip)
 vectors; the caller reads, downmixes and resamples (ssmttm.audio), caches per file, and does the
 metric math (ssmttm.eval.stats). Every embedder reports its protocol (model, checkpoint file +
-sha256, sample rate, window, hop) so each score row can carry it as columns (REFERENCE.md section 3:
+sha256, sample rate, window, hop) so each score row can carry it as columns (docs/reference.md §3:
 the CLAP checkpoint alone changes scores ~2.4x).
 
 The registry maps names to "module:Class" strings: listing it imports nothing heavy and downloads

@@ -1,6 +1,6 @@
 """LAION-CLAP (HTSAT-base audio tower + RoBERTa text tower) for the CLAP score: 48 kHz mono, 512-d.
 
-REFERENCE.md section 3: CLAP score = mean cosine(text, audio) with LAION-CLAP HTSAT-base and
+docs/reference.md §3: CLAP score = mean cosine(text, audio) with LAION-CLAP HTSAT-base and
 ``music_audioset_epoch_15_esc_90.14.pt`` (``music_speech_audioset_epoch_15_esc_89.98.pt`` is also common;
 the checkpoint changes scores ~2.4x, so protocol() always names it and its sha256).
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io as _io
 import json
 import math
 import os
@@ -391,6 +392,10 @@ def build_tiny_clap(out_path: str | os.PathLike, seed: int = 0) -> Path:
     n_pos = TINY_ROBERTA["max_position_embeddings"]
     sd["module.text_branch.embeddings.position_ids"] = torch.arange(n_pos).unsqueeze(0)
     out = Path(out_path)
-    with io.atomic_path(out) as tmp:
-        torch.save({"epoch": 15, "state_dict": sd, "val_metric": np.float64(0.0)}, tmp)
+    # Through memory: torch names the zip's inner folder after the file's stem, which for the atomic
+    # temporary file is random; a buffer gets the fixed name "archive" (same bytes for the same seed).
+    buf = _io.BytesIO()
+    torch.save({"epoch": 15, "state_dict": sd, "val_metric": np.float64(0.0)}, buf)
+    with io.atomic_open(out, "wb") as f:
+        f.write(buf.getvalue())
     return out

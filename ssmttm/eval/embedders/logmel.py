@@ -1,6 +1,6 @@
 """Training-free log-mel statistics: the front end VGGish uses, and an embedder built on it alone.
 
-Front end (the original VGGish / AudioSet ``mel_features`` recipe, REFERENCE.md section 3): frames
+Front end (the original VGGish / AudioSet ``mel_features`` recipe, docs/reference.md §3): frames
 of 25 ms (400 samples at 16 kHz) every 10 ms (160 samples), no centring or padding, a *periodic*
 Hann window, a zero-padded FFT of the next power of two (512), the STFT *magnitude* (not power),
 64 HTK-mel bands from 125 to 7500 Hz whose triangles are linear in the mel domain (not in Hz, as

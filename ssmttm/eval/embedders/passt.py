@@ -1,6 +1,6 @@
 """PaSST, the AudioSet tagger behind the KL metric: 32 kHz mono, 10 s windows, 527 logits per window.
 
-REFERENCE.md section 3: KL uses the PaSST AudioSet classifier (hear21passt), 32 kHz mono, 10 s windows
+docs/reference.md §3: KL uses the PaSST AudioSet classifier (hear21passt), 32 kHz mono, 10 s windows
 with 5 s overlap, logits mean-pooled then softmax, KL(ref || gen) per pair. :class:`PaSSTEmbedder`
 returns the per-window LOGITS; the caller pools, softmaxes and computes KL (ssmttm.eval.stats).
 
@@ -26,7 +26,7 @@ shorter than 10 s is zero-padded to 10 s when it is longer than 15 % of the wind
 fed unpadded (so a clip of at most 10 s is one window, padded when over 1.5 s). audiocraft's
 ``PasstKLDivergenceMetric`` instead cuts non-overlapping 10 s pieces, never pads, drops pieces of at most
 0.15 s and averages per-piece softmax probabilities; we follow stable-audio-metrics because
-REFERENCE.md asks for 5 s overlap and logit pooling. Audio shorter than 0.15 s (fewer than 16 STFT
+docs/reference.md §3 asks for 5 s overlap and logit pooling. Audio shorter than 0.15 s (fewer than 16 STFT
 frames, one patch) cannot be tagged and raises :class:`EmbedderError`. stable-audio-metrics also
 peak-normalises each file to -1 dBFS before tagging; that is the caller's choice, not done here.
 """
@@ -226,6 +226,10 @@ def build_tiny_passt(out_path: str | os.PathLike, seed: int = 0) -> Path:
             lin.weight.normal_(0.0, 0.02)
             lin.bias.normal_(0.0, 0.02)
     out = Path(out_path)
-    with io.atomic_path(out) as tmp:
-        torch.save({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, tmp)
+    # Through memory: torch names the zip's inner folder after the file's stem, which for the atomic
+    # temporary file is random; a buffer gets the fixed name "archive" (same bytes for the same seed).
+    buf = _io.BytesIO()
+    torch.save({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, buf)
+    with io.atomic_open(out, "wb") as f:
+        f.write(buf.getvalue())
     return out

@@ -1,6 +1,6 @@
 """VGGish, the FAD embedding model, as the frechet-audio-distance / torchvggish protocol runs it.
 
-Protocol (REFERENCE.md section 3; Hershey et al., ICASSP 2017): 16 kHz mono; the log-mel front end
+Protocol (docs/reference.md §3; Hershey et al., ICASSP 2017): 16 kHz mono; the log-mel front end
 of :mod:`ssmttm.eval.embedders.logmel` (25 ms periodic Hann, 10 ms hop, 512-point FFT magnitude,
 64 HTK-mel bands 125-7500 Hz, log(mel + 0.01)); non-overlapping 0.96 s examples of 96 frames x 64
 bands (only complete examples, as AudioSet's ``mel_features.frame``); the VGG net

@@ -1,0 +1,238 @@
+"""``docs-results``: paste the numbers README.md and docs/ show from what the pipeline and benches wrote.
+
+Nothing in a generated block is typed by hand. Each block sits between two HTML comments,
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
+
+- ``README.md`` ``demo-results``: when and where the demo ran (date, cores, jobs and wall time of
+  the last complete Snakemake run, read from ``.snakemake/log/``) and a short table: the variant
+  comparison's key columns;
+- ``docs/results.md`` ``demo-results``: every study table and the claims, as the ``tables`` and
+  ``claims`` rules wrote them (``results/tables/<study>.md``);
+- ``docs/performance.md`` ``bench-results``: for each ``bench/results/<name>.txt`` (the saved output
+  of ``python bench/<name>.py``), its first line (the machine) and its last (the figures).
+
+Tests render the blocks again and compare them with the committed text, so a table that no longer
+matches what the code produces fails: the bench block always (``tests/test_docs_results.py``), the
+demo blocks after the demo pipeline test has run the whole DAG (``tests/test_pipeline_demo.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssmttm import io, logs
+
+DEMO, BENCH = "demo-results", "bench-results"
+STUDIES = ("variants", "curves", "scaling_down", "stages", "claims")
+SUMMARY_STUDY = "variants"
+SUMMARY_COLUMNS = ("Experiment", "Variant", "FD (log-mel) ↓", "tempo acc. ↑", "key acc. ↑", "drums acc. ↑")
+
+
+class DocsError(ValueError):
+    """A docs file without its markers, or a table without the columns the summary needs."""
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def extract_block(text: str, name: str, where: str = "") -> str:
+    start, end = markers(name)
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise DocsError(f"{where or 'text'}: expected one {start} ... {end} pair")
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def replace_block(text: str, name: str, body: str, where: str = "") -> str:
+    extract_block(text, name, where)  # checks the markers
+    start, end = markers(name)
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n\n{body.strip()}\n\n{end}{rest.split(end, 1)[1]}"
+
+
+def table_lines(block: str) -> list[str]:
+    """The lines of a block that carry results (headings, table rows, notes), without the sentence that
+    says when and where they were made: what a staleness test compares."""
+    return [ln.rstrip() for ln in block.splitlines() if ln.startswith(("|", "#", "- "))]
+
+
+# --- the demo's tables -----------------------------------------------------------------------------
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def select_columns(md: str, columns: tuple[str, ...], where: str, strip_marks: bool = False) -> str:
+    """The first pipe table of ``md`` with only ``columns`` (by header text), in that order; rows whose
+    cells after the first two are all empty (e.g. published rows without these metrics) are left out.
+    ``strip_marks`` drops the † a row name carries for its pipeline-check metrics (for a selection of
+    measured columns only)."""
+    lines = md.splitlines()
+    first = next((i for i, ln in enumerate(lines) if ln.startswith("|")), None)
+    if first is None or first + 1 >= len(lines):
+        raise DocsError(f"{where}: no Markdown table")
+    header = _cells(lines[first])
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DocsError(f"{where}: no column {missing} (columns: {header})")
+    idx = [header.index(c) for c in columns]
+    align = _cells(lines[first + 1])
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join(align[i] for i in idx) + "|"]
+    for ln in lines[first + 2:]:
+        if not ln.startswith("|"):
+            break
+        row = _cells(ln)
+        if not any(row[i] for i in idx[2:]):
+            continue
+        if strip_marks:
+            row = [c.rstrip("†") for c in row]
+        out.append("| " + " | ".join(row[i] for i in idx) + " |")
+    return "\n".join(out)
+
+
+def study_markdown(tables_dir: Path, name: str) -> str:
+    """A study's Markdown as the rule wrote it, headings demoted to fit under a page section."""
+    path = Path(tables_dir) / f"{name}.md"
+    if not path.exists():
+        raise DocsError(f"{path}: missing (run `make demo` first)")
+    md = path.read_text(encoding="utf-8").strip()
+    return re.sub(r"^# ", "#### ", md, flags=re.M)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The last complete Snakemake run: when it started, its cores, its jobs and its wall time."""
+
+    started: dt.datetime
+    seconds: float
+    cores: int | None
+    jobs: int
+
+    def sentence(self) -> str:
+        m, s = divmod(round(self.seconds), 60)
+        cores = f"{self.cores} CPU cores, " if self.cores else ""
+        return (f"Generated by `make demo` on {self.started:%Y-%m-%d} ({cores}{self.jobs} jobs in "
+                f"{m} min {s} s, from Snakemake's log).")
+
+
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+_DONE = re.compile(r"^(\d+) of (\d+) steps \(100%\) done$")
+
+
+def last_complete_run(log_dir: Path) -> RunSummary | None:
+    """Read Snakemake's run logs (newest first) and summarise the newest run that finished every job."""
+    for path in sorted(Path(log_dir).glob("*.snakemake.log"), reverse=True):
+        stamps, jobs, cores = [], None, None
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if m := _STAMP.match(line.strip()):
+                stamps.append(dt.datetime.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y"))
+            elif m := _DONE.match(line.strip()):
+                jobs = int(m.group(2))
+            elif line.startswith("Provided cores:"):
+                cores = int(line.split(":", 1)[1])
+        if jobs and len(stamps) >= 2:
+            return RunSummary(stamps[0], (stamps[-1] - stamps[0]).total_seconds(), cores, jobs)
+    return None
+
+
+def readme_block(tables_dir: Path, run: RunSummary | None) -> str:
+    when = run.sentence() if run else "Generated from `results/tables/` by `make docs-results`."
+    table = select_columns(study_markdown(tables_dir, SUMMARY_STUDY), SUMMARY_COLUMNS,
+                           str(Path(tables_dir) / f"{SUMMARY_STUDY}.md"), strip_marks=True)
+    return (f"{when} Variant comparison (tiny models, mean ± sd over seeds; the full tables and how to "
+            f"read them: [docs/results.md](docs/results.md)):\n\n{table}")
+
+
+def _split_notes(md: str) -> tuple[list[str], list[str]]:
+    """A study's Markdown as (heading and table lines, its bullet notes)."""
+    body, notes = [], []
+    for ln in md.splitlines():
+        (notes if ln.startswith("- ") else body).append(ln)
+    while body and not body[-1].strip():
+        body.pop()
+    return body, notes
+
+
+def results_block(tables_dir: Path, run: RunSummary | None, studies: tuple[str, ...] = STUDIES) -> str:
+    """Every study table; a note that several tables carry (the † explanation, how values are
+    summarised) is written once at the end instead of under each table."""
+    when = run.sentence() if run else "Generated from `results/tables/` by `make docs-results`."
+    split = [_split_notes(study_markdown(tables_dir, s)) for s in studies]
+    counts: dict[str, int] = {}
+    for _, notes in split:
+        for n in dict.fromkeys(notes):
+            counts[n] = counts.get(n, 0) + 1
+    shared = [n for n in counts if counts[n] > 1]
+    parts = [when]
+    for body, notes in split:
+        own = [n for n in notes if counts[n] == 1]
+        parts.append("\n".join(body) + ("\n\n" + "\n".join(own) if own else ""))
+    if shared:
+        parts.append("#### Notes to every table above\n\n" + "\n".join(shared))
+    return "\n\n".join(parts)
+
+
+# --- the benches -----------------------------------------------------------------------------------
+
+def bench_block(bench_dir: Path) -> str:
+    """One row per saved bench output: its script, the machine line (first) and the figures (last)."""
+    rows = ["| bench | machine (first line of its output) | figures (last line) |", "|---|---|---|"]
+    found = sorted(Path(bench_dir).glob("*.txt"))
+    for path in found:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not lines:
+            raise DocsError(f"{path}: empty bench output")
+        script = f"bench/{path.stem}.py"
+        if not (Path(bench_dir).parent / f"{path.stem}.py").exists():
+            raise DocsError(f"{path}: no {script} made it")
+        figures = " ".join(f"`{kv}`" for kv in lines[-1].split())
+        machine = lines[0] if len(lines) > 1 else "(not printed)"
+        rows.append(f"| `python {script}` | {machine.replace('|', '/')} | {figures} |")
+    if not found:
+        rows.append("| (none saved yet) | | |")
+    return ("Saved bench outputs (`bench/results/<name>.txt`, written by `make bench`):\n\n"
+            + "\n".join(rows))
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+
+def render(repo: Path, tables_dir: Path | None, log_dir: Path) -> dict[Path, str]:
+    """New text of every docs file with a generated block (demo blocks only when ``tables_dir``)."""
+    out: dict[Path, str] = {}
+    perf = repo / "docs" / "performance.md"
+    out[perf] = replace_block(perf.read_text(encoding="utf-8"), BENCH, bench_block(repo / "bench" / "results"),
+                              str(perf))
+    if tables_dir is not None:
+        run = last_complete_run(log_dir)
+        readme, results = repo / "README.md", repo / "docs" / "results.md"
+        out[readme] = replace_block(readme.read_text(encoding="utf-8"), DEMO, readme_block(tables_dir, run),
+                                    str(readme))
+        out[results] = replace_block(results.read_text(encoding="utf-8"), DEMO, results_block(tables_dir, run),
+                                     str(results))
+    return out
+
+
+def main(argv: list[str]) -> int | None:
+    p = argparse.ArgumentParser(prog="ssmttm docs-results", description=__doc__.split("\n\n")[0])
+    p.add_argument("--repo", default=".", help="project root (README.md, docs/, bench/results/)")
+    p.add_argument("--tables-dir", default="results/tables", help="the demo's tables; 'none' skips them")
+    p.add_argument("--snakemake-log-dir", default=".snakemake/log", help="where the demo run's log is")
+    args = p.parse_args(argv)
+    log = logs.setup("ssmttm.docs")
+    tables = None if args.tables_dir == "none" else Path(args.tables_dir)
+    try:
+        pages = render(Path(args.repo), tables, Path(args.snakemake_log_dir))
+    except DocsError as exc:
+        log.error("%s", exc)
+        return 2
+    for path, text in pages.items():
+        if path.read_text(encoding="utf-8") != text:
+            io.write_text(path, text)
+            log.info("updated %s", path)
+        else:
+            log.info("unchanged %s", path)
+    return 0
