@@ -267,6 +267,11 @@ def main(argv: list[str] | None = None, own_numba_cache: bool | None = None) -> 
         return 2
     module, func, _ = STAGES[stage]
     keep_freed_memory()
+    if own_numba_cache and not sys.stderr.isatty():
+        # A rule sends stderr to a log file, where a progress bar's carriage-return redraws pile up
+        # on one line. Ours write plain lines there (ssmttm.logs.progress); this switches off the
+        # bars of huggingface_hub and transformers ("Loading weights"), which read it at import.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     with private_numba_cache() if own_numba_cache else contextlib.nullcontext():
         fn = getattr(importlib.import_module(module), func)
         rc = fn(rest)

@@ -313,3 +313,11 @@ def test_committed_demo_results_are_what_the_code_produces(repo, demo):
         committed = docs.table_lines(docs.extract_block(page.read_text(encoding="utf-8"), docs.DEMO, str(page)))
         now = docs.table_lines(docs.extract_block(fresh[page], docs.DEMO, str(page)))
         assert committed == now, f"{page.relative_to(repo)} is stale: run `make demo && make docs-results`"
+
+
+def test_log_files_hold_plain_lines(demo):
+    """Every job's log is plain lines: no progress bar redraws (carriage returns), ours or a library's."""
+    logs = sorted((demo / "results" / "logs").rglob("*.log"))
+    assert logs
+    redrawn = [str(p.relative_to(demo)) for p in logs if "\r" in p.read_text(encoding="utf-8", errors="replace")]
+    assert not redrawn, redrawn
