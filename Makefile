@@ -14,7 +14,7 @@ setup: $(STAMP)
 
 # CPU environment: exact pins from requirements/lock-cpu.txt, then the package itself, then the
 # torchaudio/torchvision compatibility step (see ssmttm/compat.py for why), then one compile of
-# librosa's numba kernels (~20 s) into the cache that parallel stage jobs copy (see ssmttm/cli.py).
+# librosa's numba kernels (~20 s) into the cache that parallel stage jobs copy (see ssmttm/numba_cache.py).
 $(STAMP): requirements/lock-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"

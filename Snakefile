@@ -9,14 +9,14 @@ import sys
 from snakemake.utils import min_version
 
 from ssmttm import config as ssmttm_config
+from ssmttm import rule_params
 
 min_version("9.0")
 
-# Every rule runs `python -m ssmttm ...`. Put the interpreter that runs Snakemake (the project's
-# virtualenv when started as .venv/bin/snakemake or `make demo`) first on PATH, so jobs import the
-# same environment whatever the user's shell has activated. With --sdm conda, each job's own
-# environment is activated on top of this and still comes first.
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+# Every rule runs `python -m ssmttm ...` with the interpreter that runs Snakemake first on PATH (the
+# project's virtualenv when started as .venv/bin/snakemake or `make demo`), whatever the user's shell
+# has activated; see ssmttm.rule_params.use_this_interpreter.
+rule_params.use_this_interpreter(sys.executable)
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")

@@ -118,7 +118,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     S = args.n_tokens + args.kappa
-    sampling = SamplingConfig()  # CFG 3.0, temperature 1.2, top-k 250
+    from ssmttm import settings
+
+    recipe = settings.defaults(("generate",))  # the config's sampling recipe (CFG 3.0, temperature 1.2, top-k 250)
+    sampling = SamplingConfig(recipe["cfg_scale"], recipe["temperature"], recipe["top_k"])
     lm = tiny_lm("prefix-simba", args.kappa)
     cond, uncond = prompts(lm.cfg.text_dim, args.text_len)
     print(f"model: tiny prefix-simba, kappa={args.kappa}, {lm.num_parameters():,} params, CPU fp32, "

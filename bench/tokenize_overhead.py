@@ -110,7 +110,7 @@ def dataset_throughput(root: Path, df: pd.DataFrame, text_dir: Path, n_items: in
     meta = {"codec": "dac", "weights": "synthetic", "weights_sha256": "0" * 64, "sample_rate": SAMPLE_RATE,
             "frame_rate": SAMPLE_RATE / 512, "n_codebooks": DAC_44KHZ_N_CODEBOOKS, "cardinality": 1024}
     write_shard(root / "synthetic_tokens" / "01", items, meta)
-    ds = TokenDataset(root / "synthetic_tokens", text_dir, kappa=1, split="train")
+    ds = TokenDataset([root / "synthetic_tokens" / "01"], text_dir, kappa=1, split="train")
     ds[0]
     t = time.perf_counter()
     for i in range(len(ds)):
@@ -133,7 +133,7 @@ def train_consumption(root: Path, text_dir: Path, batch: int = 4, steps: int = 3
     except ImportError as exc:
         print(f"train step: skipped ({exc})")
         return None
-    ds = TokenDataset(root / "synthetic_tokens", text_dir, kappa=1, split="train")
+    ds = TokenDataset([root / "synthetic_tokens" / "01"], text_dir, kappa=1, split="train")
     b = collate([ds[i] for i in range(batch)])
     torch.manual_seed(0)
     lm = build_lm(from_preset("tiny", "prefix-simba", text_dim=b["text"].shape[-1], mamba_backend="torch"))

@@ -1,22 +1,11 @@
 # Captions per clip, cached per shard: `tags` (templates over Jamendo tags, offline) or `qwen2-audio`
 # (Qwen2-Audio-7B-Instruct with the paper lab's prompt, optional LLM rephrase).
-CAPTIONS_DIR = f"{RESULTS}/data/captions"
 CAP = config["captions"]
 QWEN = CAP["qwen2_audio"]
-CAP_MODELS = (
-    [weight_receipt(QWEN["model"])] + ([weight_receipt(QWEN["rephrase_model"])] if QWEN.get("rephrase_model") else [])
-    if CAP["captioner"] == "qwen2-audio"
-    else []
-)
-
-
-def _caption_model_flags():
-    if CAP["captioner"] != "qwen2-audio":
-        return ""
-    flags = f"--model-path {shlex.quote(weight_receipt(QWEN['model']))}"
-    if QWEN.get("rephrase_model"):
-        flags += f" --rephrase-path {shlex.quote(weight_receipt(QWEN['rephrase_model']))}"
-    return flags
+# captions.qwen2_audio.model / rephrase_model name weights: the rule hands their receipts over as inputs
+CAP_QWEN = CAP["captioner"] == "qwen2-audio"
+CAP_MODEL = [weight_receipt(QWEN["model"])] if CAP_QWEN else []
+CAP_REPHRASE = [weight_receipt(QWEN["rephrase_model"])] if CAP_QWEN and QWEN["rephrase_model"] else []
 
 
 rule captions:
@@ -24,7 +13,8 @@ rule captions:
         clips=f"{NOVOCALS_DIR}/{{shard}}.tsv",
         audio=f"{NOVOCALS_DIR}/{{shard}}",
         candidates=rules.select_tracks.output.candidates,
-        models=CAP_MODELS,
+        model=CAP_MODEL,
+        rephrase=CAP_REPHRASE,
     output:
         f"{CAPTIONS_DIR}/{{shard}}.tsv",
     log:
@@ -32,18 +22,14 @@ rule captions:
     benchmark:
         f"{BENCH}/captions/{{shard}}.tsv"
     params:
-        captioner=CAP["captioner"],
-        seed=CAP["seed"],
-        models=_caption_model_flags(),
-        device=QWEN["device"],
-        batch_size=QWEN["batch_size"],
-        max_new_tokens=QWEN["max_new_tokens"],
-        max_audio_seconds=QWEN["max_audio_seconds"],
+        settings=rule_params.section_settings(
+            config, "ssmttm.data.options:CaptionsSettings", "captions", "captions.tags", "captions.qwen2_audio"
+        ),
     threads: 1
     resources:
         mem_mb=4000,
-        gpu=device_gpus(QWEN["device"]) if CAP["captioner"] == "qwen2-audio" else 0,
+        gpu=device_gpus(QWEN["device"]) if CAP_QWEN else 0,
     conda:
         "../envs/captions.yaml"
     shell:
-        "python -m ssmttm captions --shard {wildcards.shard} --clips {input.clips:q} --candidates {input.candidates:q} --captioner {params.captioner} --seed {params.seed} {params.models} --device {params.device} --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens} --max-audio-seconds {params.max_audio_seconds} --out {output:q} 2> {log:q}"
+        "python -m ssmttm captions --shard {wildcards.shard} --clips {input.clips:q} --candidates {input.candidates:q} --model-path {input.model:q} --rephrase-path {input.rephrase:q} --settings {params.settings:q} --out {output:q} 2> {log:q}"

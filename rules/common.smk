@@ -1,18 +1,58 @@
-# Shared wiring: shard list, paths, and the input functions that connect config to rules.
-import shlex
+# Shared wiring: the paths every stage's rules agree on, views of the validated config, and the input
+# and params functions that connect config to rules. Everything a rule file uses from another stage is
+# defined here, so no rule file depends on the order of the includes.
 import re
-from ssmttm.config import allowed_licences, shard_ids
-from ssmttm.constants import METADATA_FILES
+
+from ssmttm import rule_params
+from ssmttm.config import shard_ids
+from ssmttm.data.sources import get_source, metadata_files
 
 SHARDS = shard_ids(config)
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
-META_DIR = f"{RESULTS}/data/source/metadata"
-AUDIO_DIR = f"{RESULTS}/data/source/audio"
 WEIGHTS_DIR = config["weights"]["dir"]
 
-FILE_TO_META_KEY = {v: k for k, v in METADATA_FILES.items()}
+# data: the dataset source (source.kind) names its metadata files and which ones each stage reads
+SOURCE = get_source(config["source"]["kind"])
+METADATA_FILES = metadata_files(SOURCE.name)
+META_DIR = f"{RESULTS}/data/source/metadata"
+AUDIO_DIR = f"{RESULTS}/data/source/audio"
+LICENSE_DIR = f"{RESULTS}/licenses"
+CLIPS_DIR = f"{RESULTS}/data/clips"
+NOVOCALS_DIR = f"{RESULTS}/data/novocals"
+CAPTIONS_DIR = f"{RESULTS}/data/captions"
+
+# tokens and text states: what a reader of the token store opens is every file of exactly these
+# shard folders (never a glob)
+TOK = config["tokens"]
+TXT = config["text"]
+TEXT_DIR = f"{RESULTS}/text/{TXT['encoder']}"
+TOKENS_DIR = f"{RESULTS}/tokens/{TOK['weights']}"
+TEXT_OUTPUTS = ["embeddings.npy", "index.parquet", "clips.parquet", "meta.json"]
+TOKEN_OUTPUTS = ["codes.npy", "index.parquet", "meta.json", "rejected.tsv"]
+TOKEN_SHARD_DIRS = [f"{TOKENS_DIR}/{shard}" for shard in SHARDS]
+TOKEN_SHARD_FILES = expand(f"{TOKENS_DIR}/{{shard}}/{{name}}", shard=SHARDS, name=TOKEN_OUTPUTS)
+
+# training, the refiner, generation
+TRAIN = config["train"]
+TRAIN_DIR = f"{RESULTS}/train"
+EXPERIMENTS = {name: exp for name, exp in config["experiments"].items() if exp["enabled"]}
+RUNS = [(name, seed) for name, exp in EXPERIMENTS.items() for seed in exp["seeds"]]
+REFINERS = {name: r for name, r in config["refiners"].items() if r["enabled"]}
+REFINER_DIR = f"{RESULTS}/refiner"
+TRAINED_REFINERS = [name for name, r in REFINERS.items() if r["backend"] == "ssmttm"]
+GEN = config["generate"]
+GEN_DIR = f"{RESULTS}/generate"
+
+# evaluation
+EVAL = config["evaluation"]
+EVAL_DIR = f"{RESULTS}/eval"
+SET = GEN["prompt_set"]
+PROMPTS_JSON = f"{GEN_DIR}/prompts/{SET}.json"
+SCORES_DIR = f"{EVAL_DIR}/scores/{SET}"
+RESYNTH = [f"resynth_k{k}" for k in EVAL["resynth_kappas"]]
+SYSTEMS = list(EXPERIMENTS) + ["ground_truth"] + RESYNTH
 
 
 wildcard_constraints:
@@ -26,6 +66,16 @@ def meta(key):
     return f"{META_DIR}/{METADATA_FILES[key]}"
 
 
+def source_files(*operations):
+    """{key: path} of the metadata files the source reads for ``operations`` (rule inputs)."""
+    return {key: meta(key) for key in SOURCE.keys_for(*operations)}
+
+
+def source_args(*operations):
+    """The same files as ``--metadata`` values, ``<key>=<path>`` (quote with :q)."""
+    return [f"{key}={path}" for key, path in source_files(*operations).items()]
+
+
 def weight_receipt(name):
     return f"{WEIGHTS_DIR}/{name}.json"
 
@@ -35,6 +85,90 @@ def device_gpus(device):
     return 0 if device == "cpu" else 1
 
 
-def opt(flag, value):
-    """`--flag 'value'` (shell-quoted) or nothing when the config value is null/empty."""
-    return f"{flag} {shlex.quote(str(value))}" if value not in (None, "") else ""
+def run_dir(exp, seed):
+    """Folder of one training run (experiment x seed)."""
+    return f"{TRAIN_DIR}/{exp}/seed{seed}"
+
+
+def experiment_gpus(wildcards):
+    """`gpu` resource of a train job: its experiment's device (train section or its override)."""
+    exp = config["experiments"][wildcards.exp]
+    return device_gpus(exp["train"].get("device", config["train"]["device"]))
+
+
+def refiner_gpus(wildcards):
+    """`gpu` resource of a train_refiner job."""
+    refiner = config["refiners"][wildcards.refiner]
+    return device_gpus(refiner["train"].get("device", config["train"]["device"]))
+
+
+# training, refiner, generation
+def refiner_done(name):
+    """done.json of a trained refiner run."""
+    return f"{REFINER_DIR}/{name}/done.json"
+
+
+def refiner_input(wildcards):
+    """What a generate job needs from its experiment's refiner: the trained run's done.json, a user's
+    DiscoDiff checkpoint, or nothing (single-stage)."""
+    name = config["experiments"][wildcards.exp]["refiner"]
+    if name is None:
+        return []
+    r = config["refiners"][name]
+    return [refiner_done(name)] if r["backend"] == "ssmttm" else [r["checkpoint"]]
+
+
+def refiner_args(wildcards, input):
+    """`generate` arguments of the experiment's second stage: ["--refiner", path] or nothing."""
+    return ["--refiner", input.refiner[0]] if input.refiner else []
+
+
+def gen_steps(exp):
+    """Steps an experiment samples at (experiments.<name>.generate_at, default its final step)."""
+    e = config["experiments"][exp]
+    return [int(s) for s in (e["generate_at"] or [e["steps"]])]
+
+
+def gen_dir(exp, seed, step):
+    return f"{GEN_DIR}/{exp}/seed{seed}/step_{int(step):07d}/{SET}"
+
+
+def gen_points(wildcards):
+    """`generate` arguments: one --checkpoint/--out-dir pair per sampled step of the run."""
+    args = []
+    for step in gen_steps(wildcards.exp):
+        args += [
+            "--checkpoint",
+            f"{run_dir(wildcards.exp, wildcards.seed)}/ckpt/step_{step:07d}",
+            "--out-dir",
+            gen_dir(wildcards.exp, wildcards.seed, step),
+        ]
+    return args
+
+
+def prompt_source(wildcards):
+    """The metadata file the prompt set reads (generate.prompts_source), if any."""
+    src = config["generate"]["prompts_source"]
+    return [meta(src)] if src else []
+
+
+def prompt_source_args(wildcards, input):
+    return ["--prompts-file", input[0]] if input else []
+
+
+# evaluation, plots, report
+def metric_inputs(wildcards):
+    """Input function of the evaluate_* rules: the receipts of the metric's models, named by role, and for
+    attribute adherence the truth table's source (the demo mirror's MIRROR.json is written last)."""
+    from ssmttm.eval.metrics import METRICS
+
+    metric = METRICS[wildcards.metric]
+    files = {role: weight_receipt(config["evaluation"]["models"][role]) for role in metric.weights}
+    if metric.kind == "attributes":
+        files["truth_source"] = config["source"]["requires"]
+    return files
+
+
+def generated_runs(wildcards):
+    """Input function of evaluate_generated: the experiment's generate outputs, one folder per seed."""
+    return [f"{GEN_DIR}/{wildcards.exp}/seed{seed}" for seed in config["experiments"][wildcards.exp]["seeds"]]

@@ -11,15 +11,11 @@ rule demo_mirror:
     benchmark:
         f"{BENCH}/demo_mirror.tsv"
     params:
-        out_dir=DEMO["out_dir"],
-        n_tracks=DEMO["n_tracks"],
-        shards=DEMO["shards"],
-        missing=" ".join(DEMO["missing_shards"]),
-        seed=DEMO["seed"],
+        settings=rule_params.section_settings(config, "ssmttm.demo.mirror:MirrorSettings", "demo_mirror"),
     threads: 2
     resources:
         mem_mb=2000,
     conda:
         "../envs/demo.yaml"
     shell:
-        "python -m ssmttm demo-mirror --out-dir {params.out_dir:q} --n-tracks {params.n_tracks} --shards {params.shards} --missing-shards {params.missing} --seed {params.seed} --jobs {threads} 2> {log:q}"
+        "python -m ssmttm demo-mirror --settings {params.settings:q} --jobs {threads} 2> {log:q}"

@@ -1,14 +1,9 @@
 # Evaluation (docs/reference.md §3): reference clips of the prompt set, codec re-synthesis rows,
 # then one job per (system, metric) so adding an experiment or a metric runs only its own jobs;
 # embeddings are cached per file and model (results/eval/cache), shared by metrics of one model.
-EVAL = config["evaluation"]
-EVAL_DIR = f"{RESULTS}/eval"
-SET = GEN["prompt_set"]
-PROMPTS_JSON = f"{GEN_DIR}/prompts/{SET}.json"
+# Each stage gets its settings as one JSON object (--settings) from the config's evaluation section.
 REF_DIR = f"{EVAL_DIR}/reference/{SET}"
-SCORES_DIR = f"{EVAL_DIR}/scores/{SET}"
-RESYNTH = [f"resynth_k{k}" for k in EVAL["resynth_kappas"]]
-SYSTEMS = list(EXPERIMENTS) + ["ground_truth"] + RESYNTH
+JAMENDO_REFERENCE = EVAL["reference"]["source"] == "jamendo"
 
 
 wildcard_constraints:
@@ -16,49 +11,12 @@ wildcard_constraints:
     kappa=r"\d+",
 
 
-def _weights_entry(role):
-    return config["weights"]["models"][EVAL["models"][role]]
-
-
-def _metric_roles(metric):
-    from ssmttm.eval.metrics import METRICS
-
-    return METRICS[metric].weights
-
-
-def _metric_inputs(w):
-    """Receipts of the metric's models (+ the truth table for attribute adherence)."""
-    files = {role: weight_receipt(EVAL["models"][role]) for role in _metric_roles(w.metric)}
-    if w.metric == "attributes":
-        # the truth table ships with its source (the demo mirror's MIRROR.json is written last)
-        files["truth_source"] = SRC["requires"]
-    return files
-
-
-def _metric_flags(w, input):
-    roles = _metric_roles(w.metric)
-    flags = [f"--model {role}={shlex.quote(str(input[role]))}" for role in roles]
-    if w.metric == "attributes":
-        flags.append(f"--truth {shlex.quote(str(EVAL['truth']))}")
-    if any(_weights_entry(role).get("random_init") for role in roles):
-        flags.append("--pipeline-check")  # random-init stand-ins: rows say "pipeline check, not a score"
-    return " ".join(flags)
-
-
-def _ref_flags():
-    r = EVAL["reference"]
-    if r["source"] == "musiccaps":
-        return (f"--source musiccaps --url-template {shlex.quote(r['url_template'])} --retries {r['retries']} "
-                f"--cache-dir {EVAL_DIR}/cache/youtube")
-    return (f"--source jamendo --cleantags {meta('cleantags')} --audio-root {AUDIO_DIR} "
-            f"--seconds {r['seconds']} --offset {r['offset']}")
-
-
 rule reference_audio:
     input:
         prompts=PROMPTS_JSON,
-        corpus=([meta("cleantags")] + [f"{AUDIO_DIR}/{s}.json" for s in SHARDS])
-        if EVAL["reference"]["source"] == "jamendo" else [],
+        # only the jamendo source reads these: it cuts the fetched tracks (--cleantags, --receipts)
+        cleantags=meta("cleantags"),
+        shards=[f"{AUDIO_DIR}/{s}.json" for s in SHARDS] if JAMENDO_REFERENCE else [],
     output:
         index=f"{REF_DIR}/index.json",
         availability=f"{REF_DIR}/availability.tsv",
@@ -67,9 +25,9 @@ rule reference_audio:
     benchmark:
         f"{BENCH}/reference_audio.tsv"
     params:
-        flags=lambda w: _ref_flags(),  # a function: the URL template holds {ytid}, not a wildcard
-        min_available=EVAL["reference"]["min_available"],
-        out_dir=REF_DIR,
+        settings=rule_params.stage_settings(config, "ssmttm.eval.options:ReferenceSettings", "evaluation.reference"),
+        cache_dir=f"{EVAL_DIR}/cache/youtube",
+        out_dir=subpath(output.index, parent=True),
     threads: 1
     resources:
         downloads=1,
@@ -77,7 +35,7 @@ rule reference_audio:
     conda:
         "../envs/eval.yaml"
     shell:
-        "python -m ssmttm reference-audio --prompts {input.prompts:q} {params.flags} --min-available {params.min_available} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm reference-audio --prompts {input.prompts:q} --settings {params.settings:q} --cleantags {input.cleantags:q} --receipts {input.shards:q} --cache-dir {params.cache_dir:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule resynth:
@@ -91,10 +49,9 @@ rule resynth:
     benchmark:
         f"{BENCH}/resynth/k{{kappa}}.tsv"
     params:
-        ref_dir=REF_DIR,
-        out_dir=lambda w: f"{EVAL_DIR}/resynth/{SET}/k{w.kappa}",
-        codec=TOK["codec"],
-        device=EVAL["device"],
+        settings=rule_params.stage_settings(config, "ssmttm.eval.options:ResynthSettings", "tokens", "evaluation"),
+        ref_dir=subpath(input.reference, parent=True),
+        out_dir=subpath(output[0], parent=True),
     threads: 1
     resources:
         mem_mb=4000,
@@ -102,33 +59,22 @@ rule resynth:
     conda:
         "../envs/eval.yaml"
     shell:
-        "python -m ssmttm resynth --reference {params.ref_dir:q} --codec {params.codec} --codec-weights {input.codec:q} --kappa {wildcards.kappa} --device {params.device} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm resynth --reference {params.ref_dir:q} --settings {params.settings:q} --codec-weights {input.codec:q} --kappa {wildcards.kappa} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
-def _generated_sets(exp):
-    e = EXPERIMENTS[exp]
-    return [gen_dir(exp, seed, step) for seed in e["seeds"] for step in (e["generate_at"] or [e["steps"]])]
-
-
-EVAL_SHELL = (
-    "python -m ssmttm evaluate --metric {wildcards.metric} {params.system} --reference {params.ref_dir:q} "
-    "--prompts {input.prompts:q} {params.models} --bootstrap {params.bootstrap} --seed {params.seed} "
-    "--device {params.device} --cache-dir {params.cache:q} --out {output:q} 2> {log:q}"
-)
+# The params every evaluate_* job shares (its rule adds the system's and the reference folder).
 EVAL_PARAMS = dict(
-    ref_dir=REF_DIR,
-    models=_metric_flags,
-    bootstrap=EVAL["bootstrap"],
-    seed=EVAL["seed"],
-    device=EVAL["device"],
+    settings=rule_params.evaluate_settings(config),
+    models=rule_params.metric_models(config),
+    pipeline_check=rule_params.pipeline_check(config),
     cache=f"{EVAL_DIR}/cache",
 )
 
 
 rule evaluate_generated:
     input:
-        unpack(_metric_inputs),
-        runs=lambda w: [f"{GEN_DIR}/{w.exp}/seed{seed}" for seed in EXPERIMENTS[w.exp]["seeds"]],
+        unpack(metric_inputs),
+        runs=generated_runs,
         reference=rules.reference_audio.output.index,
         prompts=PROMPTS_JSON,
     output:
@@ -138,9 +84,9 @@ rule evaluate_generated:
     benchmark:
         f"{BENCH}/evaluate/{{exp}}_{{metric}}.tsv"
     params:
-        system=lambda w: f"--system generated --experiment {w.exp} "
-        + " ".join(f"--set {shlex.quote(d)}" for d in _generated_sets(w.exp)),
         **EVAL_PARAMS,
+        sets=rule_params.generated_sets(config, gen_dir),
+        ref_dir=subpath(input.reference, parent=True),
     threads: 1
     resources:
         mem_mb=4000,
@@ -148,12 +94,12 @@ rule evaluate_generated:
     conda:
         "../envs/eval.yaml"
     shell:
-        EVAL_SHELL
+        "python -m ssmttm evaluate --system generated --experiment {wildcards.exp} --set {params.sets:q} --metric {wildcards.metric} --reference {params.ref_dir:q} --prompts {input.prompts:q} --model {params.models:q} --pipeline-check {params.pipeline_check:q} --settings {params.settings:q} --cache-dir {params.cache:q} --out {output:q} 2> {log:q}"
 
 
 rule evaluate_ground_truth:
     input:
-        unpack(_metric_inputs),
+        unpack(metric_inputs),
         reference=rules.reference_audio.output.index,
         prompts=PROMPTS_JSON,
     output:
@@ -163,8 +109,8 @@ rule evaluate_ground_truth:
     benchmark:
         f"{BENCH}/evaluate/ground_truth_{{metric}}.tsv"
     params:
-        system="--system ground_truth",
         **EVAL_PARAMS,
+        ref_dir=subpath(input.reference, parent=True),
     threads: 1
     resources:
         mem_mb=4000,
@@ -172,13 +118,13 @@ rule evaluate_ground_truth:
     conda:
         "../envs/eval.yaml"
     shell:
-        EVAL_SHELL
+        "python -m ssmttm evaluate --system ground_truth --metric {wildcards.metric} --reference {params.ref_dir:q} --prompts {input.prompts:q} --model {params.models:q} --pipeline-check {params.pipeline_check:q} --settings {params.settings:q} --cache-dir {params.cache:q} --out {output:q} 2> {log:q}"
 
 
 rule evaluate_resynth:
     input:
-        unpack(_metric_inputs),
-        resynth=f"{EVAL_DIR}/resynth/{SET}/k{{kappa}}/index.json",
+        unpack(metric_inputs),
+        resynth=rules.resynth.output[0],
         reference=rules.reference_audio.output.index,
         prompts=PROMPTS_JSON,
     output:
@@ -188,8 +134,9 @@ rule evaluate_resynth:
     benchmark:
         f"{BENCH}/evaluate/resynth_k{{kappa}}_{{metric}}.tsv"
     params:
-        system=lambda w: f"--system resynth --kappa {w.kappa} --set {EVAL_DIR}/resynth/{SET}/k{w.kappa}",
         **EVAL_PARAMS,
+        set=subpath(input.resynth, parent=True),
+        ref_dir=subpath(input.reference, parent=True),
     threads: 1
     resources:
         mem_mb=4000,
@@ -197,7 +144,7 @@ rule evaluate_resynth:
     conda:
         "../envs/eval.yaml"
     shell:
-        EVAL_SHELL
+        "python -m ssmttm evaluate --system resynth --kappa {wildcards.kappa} --set {params.set:q} --metric {wildcards.metric} --reference {params.ref_dir:q} --prompts {input.prompts:q} --model {params.models:q} --pipeline-check {params.pipeline_check:q} --settings {params.settings:q} --cache-dir {params.cache:q} --out {output:q} 2> {log:q}"
 
 
 SCORE_FILES = [f"{SCORES_DIR}/{system}/{metric}.json" for system in SYSTEMS for metric in EVAL["metrics"]]

@@ -1,22 +1,11 @@
 # Sample each experiment's chosen checkpoints (experiments.<name>.generate_at, default the final
 # step) on the configured prompt set, decode with the codec and write 44.1 kHz audio + sidecars. An
 # experiment with `refiner: <name>` is the two-stage system: its codes are completed by the refiner first.
-GEN = config["generate"]
-GEN_DIR = f"{RESULTS}/generate"
-
-
-def gen_dir(exp, seed, step):
-    return f"{GEN_DIR}/{exp}/seed{seed}/step_{int(step):07d}/{GEN['prompt_set']}"
-
-
-def _prompt_source(wildcards):
-    src = GEN["prompts_source"]
-    return [meta(src)] if src else []
 
 
 rule prompt_set:
     input:
-        _prompt_source,
+        prompt_source,
     output:
         f"{GEN_DIR}/prompts/{GEN['prompt_set']}.json",
     log:
@@ -24,28 +13,22 @@ rule prompt_set:
     benchmark:
         f"{BENCH}/prompt_set.tsv"
     params:
-        prompts=lambda w: opt("--json", _json.dumps(GEN["prompts"], sort_keys=True)) if GEN["prompt_set"] == "demo" else "",
-        source=lambda w, input: opt("--prompts-file", input[0] if input else None),
-        options=lambda w: opt("--options", _json.dumps(GEN["prompt_options"].get(GEN["prompt_set"]) or {}, sort_keys=True)),
-        name=GEN["prompt_set"],
+        settings=rule_params.section_settings(config, "ssmttm.generate.options:PromptSetSettings", "generate"),
+        source=prompt_source_args,
     threads: 1
     resources:
         mem_mb=500,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm prompt-set --name {params.name} {params.prompts} {params.source} {params.options} --out {output:q} 2> {log:q}"
-
-
-def _gen_steps(exp):
-    return [f"{int(s):07d}" for s in (EXPERIMENTS[exp]["generate_at"] or [EXPERIMENTS[exp]["steps"]])]
+        "python -m ssmttm prompt-set --settings {params.settings:q} {params.source:q} --out {output:q} 2> {log:q}"
 
 
 rule generate:
     # One job per run: its chosen checkpoints are sampled in turn with the codec and T5 loaded once.
     input:
         run=f"{TRAIN_DIR}/{{exp}}/seed{{seed}}/done.json",
-        refiner=lambda w: refiner_input(w.exp),
+        refiner=refiner_input,
         prompts=rules.prompt_set.output,
         codec=weight_receipt(TOK["weights"]),
         text=weight_receipt(TXT["encoder"]),
@@ -56,21 +39,10 @@ rule generate:
     benchmark:
         f"{BENCH}/generate/{{exp}}_seed{{seed}}.tsv"
     params:
-        points=lambda w: " ".join(
-            f"--checkpoint {shlex.quote(run_dir(w.exp, w.seed) + f'/ckpt/step_{step}')} "
-            f"--out-dir {shlex.quote(gen_dir(w.exp, w.seed, step))}"
-            for step in _gen_steps(w.exp)
-        ),
-        refiner=lambda w: refiner_flags(w.exp),
-        codec=TOK["codec"],
-        set_name=GEN["prompt_set"],
-        n_tokens=GEN["n_tokens"],
-        cfg_scale=GEN["cfg_scale"],
-        temperature=GEN["temperature"],
-        top_k=GEN["top_k"],
-        seed=GEN["seed"],
-        batch_size=GEN["batch_size"],
-        device=GEN["device"],
+        points=gen_points,
+        refiner=refiner_args,
+        settings=rule_params.generate_settings(config),
+        refiner_settings=rule_params.generate_refiner_settings(config),
     threads: 1
     resources:
         mem_mb=8000,
@@ -78,7 +50,7 @@ rule generate:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m ssmttm generate {params.points} --codec {params.codec} --codec-weights {input.codec:q} --text-encoder {input.text:q} --prompt-set {params.set_name} --prompts-file {input.prompts:q} --n-tokens {params.n_tokens} --cfg-scale {params.cfg_scale} --temperature {params.temperature} --top-k {params.top_k} --seed {params.seed} --batch-size {params.batch_size} --device {params.device} {params.refiner} 2> {log:q}"
+        "python -m ssmttm generate {params.points:q} --codec-weights {input.codec:q} --text-encoder {input.text:q} --prompts-file {input.prompts:q} --settings {params.settings:q} {params.refiner:q} --refiner-settings {params.refiner_settings:q} 2> {log:q}"
 
 
 rule generate_all:

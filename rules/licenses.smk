@@ -1,14 +1,11 @@
 # Licence audit: every track's Creative Commons licence, the allow-list gate, attribution.
 # `snakemake licenses` runs only this (and the metadata downloads it needs).
-LICENSE_DIR = f"{RESULTS}/licenses"
 LICENSE_OUTPUTS = ["tracks.tsv", "summary.tsv", "ATTRIBUTION.md", "licenses.json", "unparsed.tsv"]
 
 
 rule license_audit:
     input:
-        licenses=meta("licenses"),
-        tracks=meta("cleantags"),
-        meta=meta("meta"),
+        **source_files("tracks", "licences"),
     output:
         [f"{LICENSE_DIR}/{name}" for name in LICENSE_OUTPUTS],
     log:
@@ -16,16 +13,17 @@ rule license_audit:
     benchmark:
         f"{BENCH}/license_audit.tsv"
     params:
-        allow=",".join(allowed_licences(config)),
-        preset=config["licenses"]["preset"],
-        out_dir=LICENSE_DIR,
+        settings=rule_params.section_settings(config, "ssmttm.data.options:LicensesSettings", "licenses"),
+        source=rule_params.section_settings(config, "ssmttm.data.options:SourceSettings", "source"),
+        metadata=source_args("tracks", "licences"),
+        out_dir=subpath(output[0], parent=True),
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm licenses --licenses {input.licenses:q} --tracks {input.tracks:q} --meta {input.meta:q} --allow {params.allow} --preset {params.preset} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm licenses --metadata {params.metadata:q} --settings {params.settings:q} --source-settings {params.source:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule licenses:

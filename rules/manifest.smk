@@ -21,21 +21,15 @@ rule manifest:
     benchmark:
         f"{BENCH}/manifest.tsv"
     params:
-        shards=" ".join(SHARDS),
-        valid_fraction=config["split"]["valid_fraction"],
-        seed=config["split"]["seed"],
-        out_dir=DATA_DIR,
-        fetch_dir=AUDIO_DIR,
-        clips_dir=CLIPS_DIR,
-        vocals_dir=NOVOCALS_DIR,
-        captions_dir=CAPTIONS_DIR,
+        settings=rule_params.section_settings(config, "ssmttm.data.options:ManifestSettings", "split"),
+        out_dir=subpath(output.manifest, parent=True),
     threads: 1
     resources:
         mem_mb=4000,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm manifest --shards {params.shards} --candidates {input.candidates:q} --select-rejected {input.select_rejected:q} --licenses-table {input.licenses:q} --fetch-dir {params.fetch_dir:q} --clips-dir {params.clips_dir:q} --vocals-dir {params.vocals_dir:q} --captions-dir {params.captions_dir:q} --valid-fraction {params.valid_fraction} --seed {params.seed} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm manifest --candidates {input.candidates:q} --select-rejected {input.select_rejected:q} --licenses-table {input.licenses:q} --receipts {input.receipts:q} --clip-tables {input.clips:q} --vocals-tables {input.vocals:q} --captions-tables {input.captions:q} --settings {params.settings:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule data:

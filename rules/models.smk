@@ -9,12 +9,10 @@ rule model_params:
         f"{LOGS}/model_params.log",
     benchmark:
         f"{BENCH}/model_params.tsv"
-    params:
-        presets="paper quarter tiny",
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../envs/models.yaml"
     shell:
-        "python -m ssmttm params --presets {params.presets} --out {output:q} > {log:q} 2>&1"
+        "python -m ssmttm params --out {output:q} > {log:q} 2>&1"

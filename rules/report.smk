@@ -1,17 +1,14 @@
 # Tables, curves, claims and the HTML report (`snakemake --report report.html` after a run).
+# Each stage gets its settings as one JSON object (--settings): the studies, the claims run's recipe,
+# evaluation.report_clips.
 STUDIES = config["studies"]
 TABLES_DIR = f"{RESULTS}/tables"
 EVAL_PLOTS = f"{RESULTS}/plots/eval"
 REPORT_DIR = f"{RESULTS}/report"
 CURVE_STUDIES = [s for s, st in STUDIES.items() if st["kind"] == "curve"]
-CLAIMS_EXP = EVAL["claims_experiment"] or next(
-    (STUDIES[s]["experiments"][0] for s in CURVE_STUDIES), next(iter(EXPERIMENTS))
-)
-CAPTIONS = "report"  # rules/report/*.rst, relative to this file
-
-
-def _caption(name):
-    return f"{CAPTIONS}/{name}.rst"
+CLAIMS_EXP = rule_params.claims_experiment(config)
+CLAIMS_RUN = run_dir(CLAIMS_EXP, EXPERIMENTS[CLAIMS_EXP]["seeds"][0])
+CAPTIONS = "report"  # rules/report/<name>.rst, relative to this file
 
 
 rule tables:
@@ -19,39 +16,38 @@ rule tables:
         SCORE_FILES,
     output:
         [f"{TABLES_DIR}/{s}.{ext}" for s in STUDIES for ext in ("csv", "md", "tex")],
-        f"{TABLES_DIR}/all_scores.csv",
-        [
+        plots=[
             report(
                 f"{EVAL_PLOTS}/{s}_vs_{x}.png",
-                caption=_caption(f"curves_vs_{x}"),
+                caption=f"{CAPTIONS}/curves_vs_{x}.rst",
                 category="Curves",
                 labels={"study": s, "x axis": x},
             )
             for s in CURVE_STUDIES
             for x in ("steps", "flops")
         ],
-        [f"{EVAL_PLOTS}/{s}_vs_{x}.svg" for s in CURVE_STUDIES for x in ("steps", "flops")],
+        vectors=[f"{EVAL_PLOTS}/{s}_vs_{x}.svg" for s in CURVE_STUDIES for x in ("steps", "flops")],
+        all_scores=f"{TABLES_DIR}/all_scores.csv",
     log:
         f"{LOGS}/tables.log",
     benchmark:
         f"{BENCH}/tables.tsv"
     params:
-        studies=shlex.quote(_json.dumps(STUDIES, sort_keys=True)),
-        out_dir=TABLES_DIR,
-        plots_dir=EVAL_PLOTS,
+        settings=rule_params.tables_settings(config),
+        out_dir=subpath(output.all_scores, parent=True),
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm tables --scores {input} --studies {params.studies} --out-dir {params.out_dir:q} --plots-dir {params.plots_dir:q} 2> {log:q}"
+        "python -m ssmttm tables --scores {input:q} --settings {params.settings:q} --out-dir {params.out_dir:q} --plots {output.plots:q} {output.vectors:q} 2> {log:q}"
 
 
 rule claims:
     input:
         manifest=f"{RESULTS}/data/manifest.parquet",
-        run=f"{run_dir(CLAIMS_EXP, EXPERIMENTS[CLAIMS_EXP]['seeds'][0])}/done.json",
+        run=f"{CLAIMS_RUN}/done.json",
     output:
         [f"{TABLES_DIR}/claims.{ext}" for ext in ("csv", "md", "tex")],
     log:
@@ -59,47 +55,60 @@ rule claims:
     benchmark:
         f"{BENCH}/claims.tsv"
     params:
-        config=lambda w: shlex.quote(
-            _json.dumps({"experiments": {CLAIMS_EXP: EXPERIMENTS[CLAIMS_EXP]}, "train": TRAIN}, sort_keys=True)
-        ),
-        run=f"{CLAIMS_EXP}={run_dir(CLAIMS_EXP, EXPERIMENTS[CLAIMS_EXP]['seeds'][0])}",
+        settings=rule_params.claims_settings(config),
+        run=f"{CLAIMS_EXP}={CLAIMS_RUN}",
         exp=CLAIMS_EXP,
-        out_dir=TABLES_DIR,
+        out_dir=subpath(output[0], parent=True),
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm claims --config-json {params.config} --manifest {input.manifest:q} --runs {params.run:q} --experiment {params.exp} --out-dir {params.out_dir:q} 2> {log:q}"
-
-
-def _report_audio_sets():
-    """The last generated checkpoint of each experiment's first seed (clips shown in the report)."""
-    return {exp: _generated_sets(exp)[len(_generated_sets(exp)) // len(e["seeds"]) - 1]
-            for exp, e in EXPERIMENTS.items()}
+        "python -m ssmttm claims --settings {params.settings:q} --manifest {input.manifest:q} --runs {params.run:q} --experiment {params.exp:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule report_pages:
     input:
         tables=rules.tables.output,
         claims=rules.claims.output,
-        licences=[f"{LICENSE_DIR}/summary.tsv", f"{LICENSE_DIR}/ATTRIBUTION.md"],
+        audit_summary=f"{LICENSE_DIR}/summary.tsv",
+        audit_attribution=f"{LICENSE_DIR}/ATTRIBUTION.md",
+        # each trained model's done.json: its training split's licences, and the final checkpoint
+        # (whose ATTRIBUTION.md lists that split) is complete once done.json exists
+        runs=[f"{run_dir(exp, seed)}/done.json" for exp, seed in RUNS]
+        + [refiner_done(name) for name in TRAINED_REFINERS],
         audio=[f"{GEN_DIR}/{exp}/seed{EXPERIMENTS[exp]['seeds'][0]}" for exp in EXPERIMENTS],
         prompts=PROMPTS_JSON,
     output:
         [
-            report(f"{REPORT_DIR}/tables/{s}.html", caption=_caption(STUDIES[s]["kind"] + "_table"),
-                   category="Tables", labels={"table": s})
+            report(
+                f"{REPORT_DIR}/tables/{s}.html",
+                caption=f"{CAPTIONS}/{STUDIES[s]['kind']}_table.rst",
+                category="Tables",
+                labels={"table": s},
+            )
             for s in STUDIES
         ],
-        report(f"{REPORT_DIR}/tables/claims.html", caption=_caption("claims"), category="Tables",
-               labels={"table": "claims"}),
-        report(f"{REPORT_DIR}/licences.html", caption=_caption("licences"), category="Data",
-               labels={"page": "licence audit and attribution"}),
+        report(
+            f"{REPORT_DIR}/tables/claims.html",
+            caption=f"{CAPTIONS}/claims.rst",
+            category="Tables",
+            labels={"table": "claims"},
+        ),
+        report(
+            f"{REPORT_DIR}/licences.html",
+            caption=f"{CAPTIONS}/licences.rst",
+            category="Data",
+            labels={"page": "training data per model and licence audit"},
+        ),
         [
-            report(f"{REPORT_DIR}/audio/{exp}.html", caption=_caption("audio"), category="Audio",
-                   labels={"experiment": exp})
+            report(
+                f"{REPORT_DIR}/audio/{exp}.html",
+                caption=f"{CAPTIONS}/audio.rst",
+                category="Audio",
+                labels={"experiment": exp},
+            )
             for exp in EXPERIMENTS
         ],
     log:
@@ -107,14 +116,14 @@ rule report_pages:
     benchmark:
         f"{BENCH}/report_pages.tsv"
     params:
-        tables=" ".join(f"--table {s}={TABLES_DIR}/{s}.md" for s in list(STUDIES) + ["claims"]),
-        audio=" ".join(f"--audio {exp}={shlex.quote(d)}" for exp, d in _report_audio_sets().items()),
-        clips=EVAL["report_clips"],
-        out_dir=REPORT_DIR,
+        tables=[f"{s}={TABLES_DIR}/{s}.md" for s in list(STUDIES) + ["claims"]],
+        audio=rule_params.report_audio(EXPERIMENTS, gen_dir),
+        settings=rule_params.stage_settings(config, "ssmttm.report.options:ReportPagesSettings", "evaluation"),
+        out_dir=subpath(output[0], ancestor=2),  # results/report/tables/<table>.html -> results/report
     threads: 1
     resources:
         mem_mb=1000,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm report-pages {params.tables} {params.audio} --prompts {input.prompts:q} --clips {params.clips} --licences-dir {LICENSE_DIR} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm report-pages --table {params.tables:q} --audio {params.audio:q} --run {input.runs:q} --prompts {input.prompts:q} --settings {params.settings:q} --licenses-summary {input.audit_summary:q} --licenses-attribution {input.audit_attribution:q} --out-dir {params.out_dir:q} 2> {log:q}"

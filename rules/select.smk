@@ -5,9 +5,8 @@ SELECT_DIR = f"{RESULTS}/data/selection"
 
 rule select_tracks:
     input:
-        tracks=meta("cleantags"),
+        **source_files("tracks", "held_out"),
         licenses=f"{LICENSE_DIR}/tracks.tsv",
-        song_describer=meta("song_describer"),
     output:
         candidates=f"{SELECT_DIR}/candidates.tsv",
         rejected=f"{SELECT_DIR}/rejected.tsv",
@@ -18,15 +17,14 @@ rule select_tracks:
         f"{BENCH}/select_tracks.tsv"
     params:
         shards=config["shards"],
-        min_seconds=config["filter"]["min_seconds"],
-        clip_seconds=config["segment"]["clip_seconds"],
-        position=config["segment"]["position"],
-        keep_sdd="" if config["filter"]["exclude_song_describer"] else "--keep-song-describer",
-        out_dir=SELECT_DIR,
+        settings=rule_params.section_settings(config, "ssmttm.data.options:SelectSettings", "filter", "segment"),
+        source=rule_params.section_settings(config, "ssmttm.data.options:SourceSettings", "source"),
+        metadata=source_args("tracks", "held_out"),
+        out_dir=subpath(output.candidates, parent=True),
     threads: 1
     resources:
         mem_mb=2000,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m ssmttm select --tracks {input.tracks:q} --licenses-table {input.licenses:q} --song-describer {input.song_describer:q} --shards {params.shards} --min-seconds {params.min_seconds} --clip-seconds {params.clip_seconds} --position {params.position} {params.keep_sdd} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm select --metadata {params.metadata:q} --licenses-table {input.licenses:q} --shards {params.shards:q} --settings {params.settings:q} --source-settings {params.source:q} --out-dir {params.out_dir:q} 2> {log:q}"

@@ -1,11 +1,6 @@
 # Tokenize once: every manifest clip -> DAC codes (all codebooks, one uint16 store per shard), every
 # unique caption (+ the empty CFG prompt) -> frozen text-encoder states. Training reads only these.
-TOK = config["tokens"]
-TXT = config["text"]
-TEXT_DIR = f"{RESULTS}/text/{TXT['encoder']}"
-TOKENS_DIR = f"{RESULTS}/tokens/{TOK['weights']}"
-TEXT_OUTPUTS = ["embeddings.npy", "index.parquet", "clips.parquet", "meta.json"]
-TOKEN_OUTPUTS = ["codes.npy", "index.parquet", "meta.json", "rejected.tsv"]
+# What a reader of the token store opens: every file of exactly these shard folders (never a glob).
 
 
 rule text_embed:
@@ -19,10 +14,8 @@ rule text_embed:
     benchmark:
         f"{BENCH}/text_embed.tsv"
     params:
-        device=TXT["device"],
-        batch_size=TXT["batch_size"],
-        max_length=TXT["max_length"],
-        out_dir=TEXT_DIR,
+        settings=rule_params.section_settings(config, "ssmttm.text.options:TextEmbedSettings", "text"),
+        out_dir=subpath(output[0], parent=True),
     threads: 2
     resources:
         mem_mb=8000,
@@ -30,7 +23,7 @@ rule text_embed:
     conda:
         "../envs/tokens.yaml"
     shell:
-        "python -m ssmttm text-embed --manifest {input.manifest:q} --encoder {input.encoder:q} --device {params.device} --batch-size {params.batch_size} --max-length {params.max_length} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm text-embed --manifest {input.manifest:q} --text-encoder {input.encoder:q} --settings {params.settings:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule tokenize:
@@ -45,10 +38,8 @@ rule tokenize:
     benchmark:
         f"{BENCH}/tokenize/{{shard}}.tsv"
     params:
-        codec=TOK["codec"],
-        device=TOK["device"],
-        batch_size=TOK["batch_size"],
-        out_dir=lambda w: f"{TOKENS_DIR}/{w.shard}",
+        settings=rule_params.section_settings(config, "ssmttm.tokens.options:TokenizeSettings", "tokens"),
+        out_dir=subpath(output[0], parent=True),
     threads: 1
     resources:
         mem_mb=4000,
@@ -56,12 +47,12 @@ rule tokenize:
     conda:
         "../envs/tokens.yaml"
     shell:
-        "python -m ssmttm tokenize --shard {wildcards.shard} --manifest {input.manifest:q} --text-clips {input.text_clips:q} --codec {params.codec} --weights {input.codec:q} --device {params.device} --batch-size {params.batch_size} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm tokenize --shard {wildcards.shard} --manifest {input.manifest:q} --text-clips {input.text_clips:q} --codec-weights {input.codec:q} --settings {params.settings:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule codec_ceiling:
     input:
-        tokens=f"{TOKENS_DIR}/{{shard}}/codes.npy",
+        tokens=[f"{TOKENS_DIR}/{{shard}}/{name}" for name in TOKEN_OUTPUTS],
         manifest=rules.manifest.output.manifest,
         codec=weight_receipt(TOK["weights"]),
     output:
@@ -71,12 +62,10 @@ rule codec_ceiling:
     benchmark:
         f"{BENCH}/codec_ceiling/{{shard}}.tsv"
     params:
-        codec=TOK["codec"],
-        device=TOK["device"],
-        n=TOK["ceiling"]["clips_per_shard"],
-        seed=TOK["ceiling"]["seed"],
-        kappas=" ".join(str(k) for k in TOK["ceiling"]["kappas"]),
-        tokens_dir=lambda w: f"{TOKENS_DIR}/{w.shard}",
+        settings=rule_params.section_settings(
+            config, "ssmttm.tokens.options:CeilingSettings", "tokens", "tokens.ceiling"
+        ),
+        tokens_dir=subpath(input[0], parent=True),
     threads: 1
     resources:
         mem_mb=4000,
@@ -84,7 +73,7 @@ rule codec_ceiling:
     conda:
         "../envs/tokens.yaml"
     shell:
-        "python -m ssmttm ceiling --shard {wildcards.shard} --tokens {params.tokens_dir:q} --manifest {input.manifest:q} --codec {params.codec} --weights {input.codec:q} --device {params.device} --clips-per-shard {params.n} --seed {params.seed} --kappas {params.kappas} --out {output:q} 2> {log:q}"
+        "python -m ssmttm ceiling --shard {wildcards.shard} --tokens {params.tokens_dir:q} --manifest {input.manifest:q} --codec-weights {input.codec:q} --settings {params.settings:q} --out {output:q} 2> {log:q}"
 
 
 rule codec_ceiling_summary:

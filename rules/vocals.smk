@@ -1,7 +1,6 @@
 # Vocal removal: Demucs htdemucs, no-vocals stem (vocals: separate) or the clip as is (vocals: keep).
-NOVOCALS_DIR = f"{RESULTS}/data/novocals"
 VOC = config["vocals"]
-VOC_MODEL = [weight_receipt(VOC["model"])] if VOC["mode"] == "separate" else []
+VOC_MODEL = [weight_receipt(VOC["model"])] if VOC["mode"] == "separate" else []  # vocals.model: an input
 
 
 rule vocals:
@@ -17,11 +16,7 @@ rule vocals:
     benchmark:
         f"{BENCH}/vocals/{{shard}}.tsv"
     params:
-        mode=VOC["mode"],
-        model=" ".join(f"--model-path {shlex.quote(p)}" for p in VOC_MODEL),
-        device=VOC["device"],
-        shifts=VOC["shifts"],
-        overlap=VOC["overlap"],
+        settings=rule_params.section_settings(config, "ssmttm.data.options:VocalsSettings", "vocals"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -29,4 +24,4 @@ rule vocals:
     conda:
         "../envs/vocals.yaml"
     shell:
-        "python -m ssmttm vocals --shard {wildcards.shard} --clips {input.clips:q} --mode {params.mode} {params.model} --device {params.device} --shifts {params.shifts} --overlap {params.overlap} --threads {threads} --out-dir {output.audio:q} --table {output.table:q} 2> {log:q}"
+        "python -m ssmttm vocals --shard {wildcards.shard} --clips {input.clips:q} --model-path {input.model:q} --settings {params.settings:q} --threads {threads} --out-dir {output.audio:q} --table {output.table:q} 2> {log:q}"

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
 from ssmttm.constants import LICENCE_PRESETS
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "rules" / "schemas" / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names every offending key."""
-
-
-def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
-
+from ssmttm.schema import NAME_PATTERN, SCHEMA_PATH, ConfigError, load_schema  # noqa: F401  (re-exported)
 
 def _key(path: Iterable[Any]) -> str:
     parts = [str(p) for p in path]
@@ -102,10 +90,27 @@ def _semantic_errors(cfg: dict) -> list[str]:
         for step in exp["checkpoints"]:
             if step > exp["steps"]:
                 errors.append(f"config key experiments.{name}.checkpoints: step {step} > steps {exp['steps']}")
+    errors += _source_errors(cfg)
     errors += _refiner_errors(cfg, models, train_keys)
     errors += _evaluation_errors(cfg, models)
     if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
         errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
+    return errors
+
+
+def _source_errors(cfg: dict) -> list[str]:
+    """The dataset source (source.kind) must exist, find every metadata file it reads, and hold the shards."""
+    from ssmttm.data.sources import OPERATIONS, get_source  # a registry of names: the source module is light
+
+    try:
+        source = get_source(cfg["source"]["kind"])
+    except ConfigError as exc:  # the schema's enum and the registry disagree
+        return [str(exc)]
+    errors = [f"config key source.metadata.{key}: required by source.kind {source.name} (its file "
+              f"{source.metadata[key]})" for key in source.keys_for(*OPERATIONS) if key not in cfg["source"]["metadata"]]
+    if cfg["shards"] > source.n_shards:
+        errors.append(f"config key shards: {cfg['shards']} is more than source.kind {source.name} has "
+                      f"({source.n_shards})")
     return errors
 
 
@@ -217,6 +222,10 @@ def validate(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict
                 for extra in sorted(set(e.instance) - set(allowed)):
                     key = _key([*e.absolute_path, extra])
                     lines.append(f"config key {key}: unknown key (allowed here: {', '.join(allowed)})")
+            elif "propertyNames" in e.relative_schema_path:
+                lines.append(f"config key {_key([*e.absolute_path, e.instance])}: {e.instance!r} is not a safe name "
+                             f"(it becomes a folder and a wildcard): use letters, digits, '_', '.', '-', starting "
+                             f"with a letter or digit, pattern {NAME_PATTERN}")
             else:
                 lines.append(f"config key {_key(e.absolute_path)}: {e.message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
@@ -256,7 +265,3 @@ def allowed_licences(config: dict) -> tuple[str, ...]:
     if lic["preset"] == "custom":
         return tuple(lic["allow"])
     return LICENCE_PRESETS[lic["preset"]]
-
-
-def is_url(location: str) -> bool:
-    return location.startswith(("http://", "https://", "hf://"))

@@ -10,7 +10,6 @@ SONG_DESCRIBER_N_TRACKS = 706
 # --- Audio ---------------------------------------------------------------------------------------
 # DAC 44.1 kHz (descript-audio-codec, model_type 44khz): hop 512 -> 86.13 frames/s.
 SAMPLE_RATE = 44_100
-CLIP_SECONDS = 30.0
 
 # --- Licences ------------------------------------------------------------------------------------
 # The six Creative Commons variants present in MTG-Jamendo, in the order used in every report.
@@ -23,7 +22,7 @@ LICENCE_PRESETS = {
 }
 
 # --- Manifest ------------------------------------------------------------------------------------
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: source columns (format, channels, rate, clipped fraction, flags)
 
 # --- Source metadata files -----------------------------------------------------------------------
 # config key under source.metadata -> local file name under results/data/source/metadata/
@@ -36,6 +35,11 @@ METADATA_FILES = {
     "song_describer": "song_describer.csv",
     "musiccaps": "musiccaps-public.csv",
 }
+# Header of musiccaps-public.csv (Agostinelli et al. 2023; read by ssmttm.eval.promptsets, checked at fetch).
+MUSICCAPS_COLUMNS = (
+    "ytid", "start_s", "end_s", "audioset_positive_labels", "aspect_list", "caption", "author_id",
+    "is_balanced_subset", "is_audioset_eval",
+)
 
 # --- Codec tokens (docs/reference.md §1-2) ----------------------------------------------------
 # DAC 44.1 kHz: 9 codebooks x 1024 codes, hop 512 -> 44100 / 512 = 86.13 frames/s; 30 s = 2584 frames.

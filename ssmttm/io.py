@@ -20,8 +20,6 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-CHUNK = 1 << 20
-
 _UMASK_LOCK = threading.Lock()
 
 
@@ -102,13 +100,10 @@ def temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
     return tmp
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks (never the whole file in memory)."""
-    h = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (``hashlib.file_digest``: read in blocks, never whole into memory)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def sha256_tree(root: str | os.PathLike) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ssmttm.constants import SPECIAL_TOKEN
 
+NAME = "musicgen-delay"  # recorded in every LM checkpoint (meta.json "pattern"); generation checks it
 
 def _is_torch(x: Any) -> bool:
     mod = type(x).__module__

@@ -2,9 +2,10 @@
 
 Config ``weights.models.<name>: {source, revision, sha256, licence, used_by, notes}``; one rule
 per name calls ``python -m ssmttm weights ...``, which puts the weight in ``<dir>/<name>/`` and
-writes a receipt ``<dir>/<name>.json``. Loaders never download: they call :func:`resolve`, which
-returns the local path from the receipt or raises :class:`MissingWeightError` saying how to fetch
-it, and they run inside :func:`offline_env` so no hub library reaches the network.
+writes a receipt ``<dir>/<name>.json``. Loaders never download and never import this module: they
+read the cache through :mod:`ssmttm.weight_cache` (:func:`~ssmttm.weight_cache.local_path`, which
+returns the local path from the receipt or raises ``MissingWeightError`` saying how to fetch it,
+and :func:`~ssmttm.weight_cache.offline_env`, so no hub library reaches the network).
 
 Sources:
 - ``https://...``: one file, via :func:`ssmttm.data.fetch.download` (resume, retries, sha256);
@@ -19,33 +20,25 @@ given, the first fetch pins the hash in the receipt and later fetches must match
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shutil
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
 from ssmttm.data import fetch as _fetch
+from ssmttm.errors import SsmttmError
+from ssmttm.weight_cache import OFFLINE_VARS, receipt_for
+# The loaders' side of the cache lives in ssmttm.weight_cache; re-exported for callers of this module.
+from ssmttm.weight_cache import MissingWeightError, load_torch_file, local_path, offline_env, resolve  # noqa: F401
 
 log = logging.getLogger("ssmttm.weights")
 
-_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
-
-class WeightError(RuntimeError):
+class WeightError(SsmttmError, RuntimeError):
     """A weight could not be fetched or does not verify; the message names the weight."""
-
-
-class MissingWeightError(FileNotFoundError):
-    """A loader asked for a weight that has not been fetched; the message says how to fetch it."""
-
-
-def receipt_for(weights_dir: str | os.PathLike, name: str) -> Path:
-    return Path(weights_dir) / f"{name}.json"
 
 
 def _display(path: Path) -> str:
@@ -261,7 +254,7 @@ def _unreachable(name: str, source: str, revision: str | None, final: Path, rece
             endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         where = (f"hub repository {repo_id}" + (f", file {filename}" if filename else "")
                  + f", revision {revision or 'default branch (main)'}, at {endpoint}")
-        offline = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
+        offline = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARS)
         cls = type(exc).__name__
         if offline or cls == "OfflineModeIsEnabled":
             todo = "Hub access is switched off (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1): unset it and rerun"
@@ -386,132 +379,42 @@ def fetch(
     return receipt
 
 
-def _how_to_fetch(name: str, weights_dir: Path) -> str:
-    return (
-        f"weight {name!r} is not available: it belongs in {weights_dir.as_posix()}/{name}/ "
-        f"(receipt {weights_dir.as_posix()}/{name}.json). Fetch it with\n"
-        f"  snakemake --cores 1 results/weights/{name}.json\n"
-        f"or\n"
-        f"  python -m ssmttm weights --name {name} --source <weights.models.{name}.source> "
-        f"--dir {weights_dir.as_posix()} --receipt {weights_dir.as_posix()}/{name}.json"
-    )
+@dataclass(frozen=True, kw_only=True)
+class WeightSettings:
+    """One weight's entry (``weights.models.<name>``) and the cache's settings (``weights``); defaults
+    in the config schema only (ssmttm.settings). ``used_by``, ``notes`` (for people) and ``random_init``
+    (read by the evaluation rule) are not settings of the fetch."""
 
+    SCHEMA_NODES = ("weights", "weights.models.*")
 
-def resolve(receipt_path_or_dir: str | os.PathLike, name: str) -> Path:
-    """Local path of weight ``name`` from its receipt (a receipt file, or the weights folder).
-
-    Checks that the path exists and, for a file, that its size matches the receipt; raises
-    :class:`MissingWeightError` (naming the weight, its folder and the fetch command) otherwise.
-    """
-    arg = Path(receipt_path_or_dir)
-    receipt = receipt_for(arg, name) if arg.is_dir() or arg.suffix != ".json" else arg
-    weights_dir = receipt.parent
-
-    def missing(why: str) -> MissingWeightError:
-        return MissingWeightError(f"{_how_to_fetch(name, weights_dir)}\n({why})")
-
-    if not receipt.is_file():
-        raise missing(f"no receipt at {receipt}")
-    rec = io.read_json(receipt)
-    if rec.get("name") != name:
-        raise missing(f"{receipt} is the receipt of {rec.get('name')!r}")
-    path = Path(rec.get("path") or "")
-    if not rec.get("path") or not path.exists():
-        raise missing(f"the receipt points to {path}, which is gone")
-    if rec.get("kind") == "file" and "bytes" in rec and path.stat().st_size != rec["bytes"]:
-        raise missing(f"{path} has {path.stat().st_size} bytes, the receipt says {rec['bytes']}")
-    return path
-
-
-def local_path(path_or_receipt: str | os.PathLike) -> Path:
-    """A loader's model argument: a weights receipt (``results/weights/<name>.json``, resolved and
-    checked) or a plain local file/folder (returned as is, for users who bring their own)."""
-    arg = Path(path_or_receipt)
-    if arg.suffix == ".json":
-        if not arg.is_file():
-            name = arg.stem
-            raise MissingWeightError(f"{_how_to_fetch(name, arg.parent)}\n(no receipt at {arg})")
-        return resolve(arg, io.read_json(arg).get("name") or arg.stem)
-    if not arg.exists():
-        raise MissingWeightError(f"model path {arg} does not exist (give a weights receipt or a local checkpoint)")
-    return arg
-
-
-@contextlib.contextmanager
-def offline_env() -> Iterator[None]:
-    """Switch Hugging Face hub access off (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1) for the block.
-
-    huggingface_hub reads the variable once at import, so an already imported module is switched
-    too; everything is restored on exit.
-    """
-    saved = {k: os.environ.get(k) for k in _OFFLINE_VARS}
-    hub = sys.modules.get("huggingface_hub.constants")
-    saved_hub = getattr(hub, "HF_HUB_OFFLINE", None)
-    for k in _OFFLINE_VARS:
-        os.environ[k] = "1"
-    if hub is not None:
-        hub.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if hub is not None:
-            hub.HF_HUB_OFFLINE = saved_hub
+    dir: str
+    retries: int
+    timeout_s: float
+    source: str
+    revision: str | None
+    sha256: str | None
+    licence: str
 
 
 def main(argv: list[str]) -> int:
     """``weights``: fetch one third-party checkpoint into the weights cache and write its receipt."""
     p = argparse.ArgumentParser(prog="ssmttm weights", description=main.__doc__)
     p.add_argument("--name", required=True, help="key of weights.models")
-    p.add_argument("--source", required=True, help="https URL, hf://owner/repo[/file] or a local file/folder")
-    p.add_argument("--revision", default="", help="hub commit for hf:// sources (empty = default branch)")
-    p.add_argument("--sha256", default="", help="64 hex or a >= 8-hex prefix; empty = pin on first fetch")
-    p.add_argument("--licence", default="", help="licence of the weights (recorded in the receipt)")
-    p.add_argument("--dir", required=True, help="weights folder (weights.dir); the weight goes to <dir>/<name>/")
     p.add_argument("--receipt", default=None, help="receipt JSON (default <dir>/<name>.json)")
-    p.add_argument("--retries", type=int, default=5)
-    p.add_argument("--timeout", type=float, default=60.0)
+    settings.add_arguments(p, WeightSettings)
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, WeightSettings, args)
     logs.setup()
     for chatty in ("httpx", "httpx2"):  # one INFO line per hub request would bury the outcome
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
-        if args.source.startswith("hf://"):
-            parse_hf(args.source)
-        fetch(args.name, args.source, args.dir, revision=args.revision or None, sha256=args.sha256 or None,
-              licence=args.licence, receipt_path=args.receipt, retries=args.retries, timeout=args.timeout)
+        if cfg.source.startswith("hf://"):
+            parse_hf(cfg.source)
+        fetch(args.name, cfg.source, cfg.dir, revision=cfg.revision, sha256=cfg.sha256, licence=cfg.licence,
+              receipt_path=args.receipt, retries=cfg.retries, timeout=cfg.timeout_s)
     except ValueError as exc:
         p.error(str(exc))
     except WeightError as exc:  # named failures (network, hub, sha256): one message, no traceback
         log.error("%s", exc)
         return 2
     return 0
-
-
-def load_torch_file(path: str | os.PathLike, error: type[Exception], label: str, safe_globals: list | None = None):
-    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the model and the file.
-
-    A file that pickles anything but tensors and plain containers is refused (``weights_only``);
-    ``safe_globals`` admits extra data-only reconstructors for this one load (e.g. numpy scalars in a
-    checkpoint's training metadata). Raises ``error`` for a missing, refused or unreadable file.
-    """
-    import pickle
-
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{label}: weights file {path} not found (fetch it with the `weights` stage)")
-    try:
-        with torch.serialization.safe_globals(safe_globals or []):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise error(f"{label}: {path} refused: it pickles objects other than tensors and plain containers "
-                    f"(loaded with weights_only=True): {str(exc)[:300]}") from exc
-    except Exception as exc:  # zip/format errors: RuntimeError, EOFError, ...
-        raise error(f"{label}: {path} is not a readable PyTorch weights file ({type(exc).__name__}: "
-                    f"{str(exc)[:300]})") from exc

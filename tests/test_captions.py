@@ -1,5 +1,6 @@
 """Captioners (tags templates, tiny Qwen2-Audio through the real loader) and the captions stage."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,12 +15,20 @@ import soundfile as sf
 
 from ssmttm.audio import AudioError
 from ssmttm.data import captions
-from ssmttm.data.captioners import CAPTIONERS, Captioner, CaptionerOptions, ClipInfo, build
+from ssmttm import settings
+from ssmttm.data.captioners import CAPTIONERS, Captioner, ClipInfo, build
 from ssmttm.data.captioners.tags import TagsCaptioner, tag_captions
+from ssmttm.data.options import CaptionsSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
 FULL = ClipInfo("clip_0000214", "track_0000214", "14", genres=("rock",), instruments=("guitar", "drums"), moods=("happy",))
+
+
+def _opts(captioner: str, **keys) -> CaptionsSettings:
+    """The captions settings: schema defaults <- ``keys``; ``model_path`` / ``rephrase_path``: local folders."""
+    paths = {k: keys.pop(k) for k in ("model_path", "rephrase_path") if k in keys}
+    return settings.resolve(CaptionsSettings, {"captioner": captioner, **keys}, **paths)
 
 
 def _clips(n=12):
@@ -37,12 +46,12 @@ def _clips(n=12):
 
 def test_tags_deterministic_and_independent_of_order():
     clips = _clips()
-    a = TagsCaptioner(seed=0).caption(clips)
-    again = TagsCaptioner(seed=0).caption(clips)
-    rev = TagsCaptioner(seed=0).caption(clips[::-1])[::-1]
-    single = [TagsCaptioner(seed=0).caption([c])[0] for c in clips]
+    a = TagsCaptioner(seed=0, n_variants=3).caption(clips)
+    again = TagsCaptioner(seed=0, n_variants=3).caption(clips)
+    rev = TagsCaptioner(seed=0, n_variants=3).caption(clips[::-1])[::-1]
+    single = [TagsCaptioner(seed=0, n_variants=3).caption([c])[0] for c in clips]
     assert a == again == rev == single
-    other = TagsCaptioner(seed=1).caption(clips)
+    other = TagsCaptioner(seed=1, n_variants=3).caption(clips)
     assert other != a  # the seed matters
 
 
@@ -97,7 +106,9 @@ def test_registry_names_both_and_imports_nothing_heavy():
     assert {"tags", "qwen2-audio"} <= set(CAPTIONERS)
     code = (
         "import sys; import ssmttm.data.captions as c; from ssmttm.data.captioners import CAPTIONERS, build; "
-        "build('tags'); heavy = [m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules]; "
+        "from ssmttm import settings; from ssmttm.data.options import CaptionsSettings; "
+        "build(settings.resolve(CaptionsSettings, {'captioner': 'tags'})); "
+        "heavy = [m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules]; "
         "print(sorted(CAPTIONERS), heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
@@ -106,9 +117,9 @@ def test_registry_names_both_and_imports_nothing_heavy():
 
 def test_registry_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown captioner 'nope'"):
-        build("nope")
+        build(dataclasses.replace(_opts("tags"), captioner="nope"))
     with pytest.raises(ValueError, match="--model-path"):
-        build("qwen2-audio", CaptionerOptions())
+        build(_opts("qwen2-audio"))
 
 
 # --- tiny Qwen2-Audio through the real loader ----------------------------------------------------
@@ -171,8 +182,7 @@ def test_prompt_has_reference_system_and_instruction(tiny):
 def test_tiny_qwen2_audio_captions_deterministically(tiny):
     a = tiny["audio"]
     clips = [ClipInfo("sine", audio_path=str(a["sine"])), ClipInfo("noise", audio_path=str(a["noise"]))]
-    opts = CaptionerOptions(model_path=str(tiny["model"]), device="cpu", max_new_tokens=8)
-    cap = build("qwen2-audio", opts)
+    cap = build(_opts("qwen2-audio", model_path=str(tiny["model"]), device="cpu", max_new_tokens=8))
     assert cap.sample_rate == 16_000
     assert cap.load_audio(clips[0]).shape == (2 * 16_000,)  # mono, resampled
     first = cap.caption(clips)
@@ -185,9 +195,9 @@ def test_tiny_qwen2_audio_captions_deterministically(tiny):
 
 def test_rephrase_keeps_raw_caption_second(tiny):
     a = tiny["audio"]
-    opts = CaptionerOptions(model_path=str(tiny["model"]), rephrase_path=str(tiny["rephrase"]), device="cpu", max_new_tokens=6)
-    cap = build("qwen2-audio", opts)
-    plain = build("qwen2-audio", CaptionerOptions(model_path=str(tiny["model"]), device="cpu", max_new_tokens=6))
+    cap = build(_opts("qwen2-audio", model_path=str(tiny["model"]), rephrase_path=str(tiny["rephrase"]), device="cpu",
+                      max_new_tokens=6))
+    plain = build(_opts("qwen2-audio", model_path=str(tiny["model"]), device="cpu", max_new_tokens=6))
     clip = ClipInfo("sine", audio_path=str(a["sine"]))
     out = cap.caption([clip])[0]
     raw = plain.caption([clip])[0][0]
@@ -261,6 +271,7 @@ def test_stage_cli_tags_end_to_end(tiny, tmp_path):
     clips, cands = _stage_inputs(tmp_path, tiny["audio"])
     out = tmp_path / "captions" / "01.tsv"
     cmd = [sys.executable, "-m", "ssmttm", "captions", "--shard", "01", "--clips", str(clips), "--candidates", str(cands),
+           "--model-path", "--rephrase-path",  # as the rule passes them without weights inputs: no model
            "--captioner", "tags", "--seed", "0", "--out", str(out)]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     df = _check_stage_output(out, "tags")
@@ -317,6 +328,8 @@ def test_stage_flags_fail_fast(tmp_path):
         captions.main(["--shard", "01", "--captioner", "qwen2-audio", *base])
     with pytest.raises(SystemExit):
         captions.main(["--shard", "01", "--captioner", "tags", "--batch-size", "0", *base])
+    with pytest.raises(SystemExit):  # a bare --model-path (the rule's form without weights) is no model
+        captions.main(["--shard", "01", "--captioner", "qwen2-audio", "--model-path", "--rephrase-path", *base])
     with pytest.raises(FileNotFoundError, match="--clips"):
         captions.main(["--shard", "01", "--captioner", "tags", *base])
 

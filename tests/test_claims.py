@@ -9,8 +9,9 @@ MG = 6 * 361e6 * 1_000_000 * 192 * 1500  # MusicGen-small 6ND (docs/reference.md
 
 
 def config(preset="paper"):
-    return {"experiments": {"simba_k1": {"variant": "prefix-simba", "preset": preset, "kappa": 1, "steps": 100_000}},
-            "train": {"batch_size": 4, "grad_accum": 32, "max_frames": 2584}}
+    """The claims experiment's recipe as the rule passes it (--settings)."""
+    return {"variant": "prefix-simba", "preset": preset, "kappa": 1, "steps": 100_000, "batch_size": 4,
+            "grad_accum": 32, "max_frames": 2584}
 
 
 def make_run(d, preset="paper", flops_csv=True):
@@ -36,10 +37,10 @@ def manifest(tmp_path):
     return path
 
 
-def run_claims(tmp_path, manifest, cfg, *runs):
+def run_claims(tmp_path, manifest, cfg, *runs, flags=()):
     out = tmp_path / "tables"
-    rc = claims.main(["--config-json", json.dumps(cfg), "--manifest", str(manifest), "--runs", *runs,
-                      "--experiment", "simba_k1", "--out-dir", str(out)])
+    rc = claims.main(["--settings", json.dumps(cfg), "--manifest", str(manifest), "--runs", *runs,
+                      "--experiment", "simba_k1", "--out-dir", str(out), *flags])
     return rc, out
 
 
@@ -92,16 +93,35 @@ def test_configured_model_differs_from_run(tmp_path, manifest):
     assert pd.isna(df.loc["% of MusicGen-small FLOPs (measured)", "as_configured"])
 
 
-def test_bad_arguments(tmp_path, manifest):
+def test_bad_arguments(tmp_path, manifest, capsys):
     run = make_run(tmp_path / "run")
     with pytest.raises(SystemExit):
-        claims.main(["--config-json", json.dumps(config()), "--manifest", str(manifest), "--runs", f"simba_k1={run}",
+        claims.main(["--settings", json.dumps(config()), "--manifest", str(manifest), "--runs", f"simba_k1={run}",
                      "--experiment", "nope", "--out-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
-        claims.main(["--config-json", "{bad", "--manifest", str(manifest), "--runs", f"simba_k1={run}",
+        claims.main(["--settings", "{bad", "--manifest", str(manifest), "--runs", f"simba_k1={run}",
                      "--experiment", "simba_k1", "--out-dir", str(tmp_path)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # the recipe is checked against the config schema, naming flag and key
+        run_claims(tmp_path, manifest, {k: v for k, v in config().items() if k != "steps"}, f"simba_k1={run}")
+    assert "--steps / config key experiments.*.steps: required" in capsys.readouterr().err
     rc, _ = run_claims(tmp_path, manifest, config(), f"simba_k1={tmp_path / 'missing'}")
     assert rc == 1
+
+
+def test_recipe_flags_override_and_whole_clips(tmp_path, manifest):
+    """Flags typed by hand override the rule's JSON; max_frames null (whole clips) leaves D as configured blank."""
+    run = make_run(tmp_path / "run")
+    rc, out = run_claims(tmp_path, manifest, config(), f"simba_k1={run}", flags=("--steps", "50000"))
+    assert rc == 0
+    df = pd.read_csv(out / "claims.csv").set_index("quantity")
+    assert df.loc["optimizer steps", "as_configured"] == 50_000
+    assert df.loc["positions seen D", "as_configured"] == 50_000 * 4 * 32 * (2584 + 1)
+    rc, out = run_claims(tmp_path, manifest, {**config(), "max_frames": None}, f"simba_k1={run}")
+    assert rc == 0
+    df = pd.read_csv(out / "claims.csv").set_index("quantity")
+    assert pd.isna(df.loc["positions seen D", "as_configured"])
+    assert pd.isna(df.loc["% of MusicGen-small FLOPs (6ND)", "as_configured"])
 
 
 def test_published_constants():

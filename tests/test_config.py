@@ -28,7 +28,7 @@ def test_defaults_filled(paper):
     del paper["split"]
     cfg = config.validate(paper)
     assert cfg["segment"]["position"] == "center"
-    assert cfg["split"] == {"valid_fraction": 0.02, "seed": 0}
+    assert cfg["split"] == {"valid_fraction": 0.02, "seed": 0, "verify_sha256": False}
 
 
 @pytest.mark.parametrize(
@@ -173,3 +173,44 @@ def test_paper_dag_plans_every_study(repo, tmp_path):
                  "evaluate_resynth", "tables", "claims", "report_pages"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
     assert "https://www.youtube.com/watch?v={ytid}" in out  # the URL template reaches the stage unformatted
+
+
+UNSAFE_NAMES = ["$(touch pwned)", "a;b", "two words", "../up", "a/b", ".hidden", "`id`", "x'y", ""]
+
+
+@pytest.mark.parametrize("bad", UNSAFE_NAMES)
+@pytest.mark.parametrize("where", ["experiments", "refiners", "studies", "weights.models", "generate.prompts"])
+def test_unsafe_names_fail_validation_naming_the_key(repo, where, bad):
+    """Names that become folders, wildcards and shell words are checked by the schema's name pattern."""
+    cfg = config.deep_update(yaml.safe_load((repo / "config.yaml").read_text()),
+                             yaml.safe_load((repo / "config" / "demo.yaml").read_text()))
+    node = cfg
+    for part in where.split("."):
+        node = node.setdefault(part, {})
+    if node:
+        first = next(iter(node))
+        node[bad] = node.pop(first)
+    else:
+        node[bad] = "text"
+    with pytest.raises(config.ConfigError) as exc:
+        config.validate(cfg)
+    assert f"config key {where}.{bad}: {bad!r} is not a safe name" in str(exc.value)
+
+
+def test_name_pattern_is_the_schemas():
+    schema = config.load_schema()
+    assert schema["$defs"]["name"]["pattern"] == config.NAME_PATTERN
+
+
+def test_snakemake_rejects_an_unsafe_experiment_name_before_any_job(repo, tmp_path):
+    payload = "x$(touch PWNED)"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"experiments": {payload: {"variant": "prefix-simba", "preset": "tiny",
+                                                             "kappa": 1, "steps": 2}}}))
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", str(repo / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(repo / "config" / "demo.yaml"), str(bad)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert r.returncode != 0 and "is not a safe name" in r.stdout + r.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "PWNED").exists()

@@ -64,7 +64,7 @@ def stores(tmp_path_factory):
                                                      "sample_rate": 44100, "frame_rate": 86.1328125,
                                                      "n_codebooks": K, "cardinality": 1024})
     emb, offsets, lengths = write_text_store(root / "text")
-    return root / "tokens", root / "text", (emb, offsets, lengths)
+    return [root / "tokens" / "00", root / "tokens" / "01"], root / "text", (emb, offsets, lengths)
 
 
 def test_items_shapes_and_pattern(stores):
@@ -93,8 +93,29 @@ def test_valid_split(stores):
     np.testing.assert_array_equal(pattern.revert(ds[1]["codes"]).numpy(), _codes("f")[:2])
     with pytest.raises(TokenDatasetError, match="test"):
         TokenDataset(tokens, text, 2, split="test")
-    only01 = TokenDataset(tokens, text, 2, split="valid", shards=["01"])
+    only01 = TokenDataset(tokens[1:], text, 2, split="valid")
     assert only01.clip_ids == ["f"]
+
+
+def test_clips_are_exactly_the_given_ones(stores, tmp_path):
+    """With ``clips`` (the manifest's split), the dataset holds those clips in that order and no other
+    clip of the shards; a clip the shards lack fails unless the codec rejected it (rejected.tsv)."""
+    tokens, text, _ = stores
+    ds = TokenDataset(tokens, text, 2, split="train", clips=["e", "a"])
+    assert ds.clip_ids == ["e", "a"] and ds.track_ids == ["ta", "te"] and ds.untokenized == []
+    with pytest.raises(TokenDatasetError, match="none of the token shards"):
+        TokenDataset(tokens, text, 2, split="train", clips=["a", "zz"])
+    with pytest.raises(TokenDatasetError, match="another split"):
+        TokenDataset(tokens, text, 2, split="train", clips=["a", "b"])  # b is stored as valid
+    with pytest.raises(TokenDatasetError, match="none of the token shards"):
+        TokenDataset(tokens[:1], text, 2, split="train", clips=["a", "d"])  # d lives in shard 01, not given
+    import shutil
+
+    shard = tmp_path / "00"
+    shutil.copytree(tokens[0], shard)
+    (shard / "rejected.tsv").write_text("clip_id\treason\nzz\tcodec failed\n")
+    ds = TokenDataset([shard], text, 2, split="train", clips=["a", "zz"])
+    assert ds.clip_ids == ["a"] and ds.untokenized == ["zz"]
 
 
 def test_kappa_error_names_both(stores):

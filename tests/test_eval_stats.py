@@ -155,6 +155,34 @@ def test_bootstrap_ci_mean():
         stats.bootstrap_ci(lambda idx: 0.0, 5, 10, 0, alpha=1.5)
 
 
+
+def test_mean_ci_is_scipys_seeded_percentile_bootstrap():
+    from scipy import stats as sps
+
+    v = np.random.default_rng(11).exponential(2.0, 40)  # skewed: percentile and BCa differ
+    want = sps.bootstrap((v,), np.mean, n_resamples=300, method="percentile", confidence_level=0.9,
+                         rng=np.random.default_rng(5)).confidence_interval
+    assert stats.mean_ci(v, 300, seed=5, alpha=0.1) == (want.low, want.high)
+    # the generic index bootstrap draws the same resamples: the same interval for the mean
+    assert stats.bootstrap_ci(lambda idx: float(v[idx].mean()), v.size, 300, 5, 0.1) == (want.low, want.high)
+    assert stats.mean_ci([2.5], 100, seed=0) == (2.5, 2.5)  # one item: every resample is it
+    with pytest.raises(ValueError, match="NaN"):
+        stats.mean_ci([1.0, np.nan, 2.0], 100, seed=0)
+
+
+def test_bootstrap_ci_drops_non_finite_resamples():
+    v = np.arange(10.0)
+
+    def stat(idx):  # degenerate whenever item 0 is drawn first
+        return float("nan") if idx[0] == 0 else float(v[idx].mean())
+
+    lo, hi = stats.bootstrap_ci(stat, v.size, 300, seed=2)
+    assert 0.0 < lo < v.mean() < hi < 9.0
+    assert (lo, hi) == stats.bootstrap_ci(stat, v.size, 300, seed=2)
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.bootstrap_ci(lambda idx: float("inf"), 5, 20, seed=0)
+
+
 def test_fd_bootstrap_resamples_generated_clips():
     rng = np.random.default_rng(8)
     ref = [rng.standard_normal((4, 6)) for _ in range(60)]

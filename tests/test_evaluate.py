@@ -8,10 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssmttm import audio, io
+from ssmttm import audio, io, settings
 from ssmttm.eval import evaluate as ev
+from ssmttm.eval.options import EvaluateSettings
 
 SR = 16000
+
+
+def _settings(bootstrap: int) -> EvaluateSettings:
+    """The schema's evaluation defaults on the CPU, with ``bootstrap`` resamples."""
+    return settings.resolve(EvaluateSettings, given={"bootstrap": bootstrap, "device": "cpu"})
 
 
 def _tone(freq: float, seconds: float = 3.0, noise: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -52,7 +58,7 @@ def world(tmp_path):
 
 def test_generated_rows_carry_run_and_protocol_columns(world):
     tmp, ref, prompts, gens = world
-    rows = ev.evaluate("fd_logmel", "generated", [gens[0.1]], ref, prompts, {}, tmp / "cache", n_boot=50)
+    rows = ev.evaluate("fd_logmel", "generated", [gens[0.1]], ref, prompts, {}, tmp / "cache", _settings(50))
     (r,) = rows
     assert set(ev.ROW_KEYS) <= set(r)
     assert r["metric"] == "fd_logmel" and r["status"] == "score" and r["model"].startswith("logmel")
@@ -63,10 +69,10 @@ def test_generated_rows_carry_run_and_protocol_columns(world):
 
 def test_fd_orders_systems_by_how_far_they_are_from_the_reference(world):
     tmp, ref, prompts, gens = world
-    values = [ev.evaluate("fd_logmel", "generated", [gens[lv]], ref, prompts, {}, tmp / "cache", n_boot=0)[0]["value"]
-              for lv in (0.01, 0.1, 0.4)]
+    values = [ev.evaluate("fd_logmel", "generated", [gens[lv]], ref, prompts, {}, tmp / "cache", _settings(0))[0]
+              ["value"] for lv in (0.01, 0.1, 0.4)]
     assert values[0] < values[1] < values[2]
-    gt = ev.evaluate("fd_logmel", "ground_truth", [], ref, prompts, {}, tmp / "cache", n_boot=0)[0]
+    gt = ev.evaluate("fd_logmel", "ground_truth", [], ref, prompts, {}, tmp / "cache", _settings(0))[0]
     assert gt["system_kind"] == "ground_truth" and gt["n"] == 3 and gt["n_ref"] == 3  # split half
 
 
@@ -76,11 +82,11 @@ def test_kl_is_zero_on_ground_truth_and_positive_on_noise(world):
     tmp, ref, prompts, gens = world
     w = build_tiny_passt(tmp / "passt.pt")
     models = {"passt": str(w)}
-    gt = ev.evaluate("kl_passt", "ground_truth", [], ref, prompts, models, tmp / "cache", n_boot=20,
+    gt = ev.evaluate("kl_passt", "ground_truth", [], ref, prompts, models, tmp / "cache", _settings(20),
                      pipeline_check=True)[0]
     assert gt["value"] == pytest.approx(0.0, abs=1e-9) and gt["status"] == ev.PIPELINE_CHECK
     assert gt["checkpoint"] == "passt.pt" and len(gt["checkpoint_sha256"]) == 64 and gt["sample_rate"] == 32000
-    noisy = ev.evaluate("kl_passt", "generated", [gens[0.4]], ref, prompts, models, tmp / "cache", n_boot=20)[0]
+    noisy = ev.evaluate("kl_passt", "generated", [gens[0.4]], ref, prompts, models, tmp / "cache", _settings(20))[0]
     assert noisy["value"] > 0 and noisy["n"] == 6 and noisy["n_ref"] == 6
 
 
@@ -90,14 +96,20 @@ def test_resynth_set_scores_as_its_own_system(world, tmp_path):
 
     tmp, ref, prompts, gens = world
     dac = build_tiny_dac(tmp_path / "dac.pth")
-    rec = resynthesize(ref, "dac", str(dac), 2, tmp_path / "k2", device="cpu")
+    rec = resynthesize(ref, "dac", str(dac), 2, tmp_path / "k2", "cpu")
     assert rec["kind"] == "resynth" and rec["kappa"] == 2 and len(rec["clips"]) == 6
     info = audio.info(tmp_path / "k2" / "r0.wav")
     assert info[0] == 44100 and abs(info[2] - 3.0) < 0.05
-    row = ev.evaluate("fd_logmel", "resynth", [tmp_path / "k2"], ref, prompts, {}, tmp / "cache", n_boot=0,
+    row = ev.evaluate("fd_logmel", "resynth", [tmp_path / "k2"], ref, prompts, {}, tmp / "cache", _settings(0),
                       kappa=2)[0]
     assert row["system_kind"] == "resynth" and row["experiment"] == "resynth_k2" and row["kappa"] == 2
     assert row["value"] > 0
+    # the stage as the rule runs it: tokens.codec and evaluation.device as --settings JSON
+    from ssmttm.eval.resynth import main
+
+    assert main(["--reference", str(ref), "--codec-weights", str(dac), "--kappa", "1", "--settings",
+                 json.dumps({"codec": "dac", "device": "cpu"}), "--out-dir", str(tmp_path / "k1")]) == 0
+    assert io.read_json(tmp_path / "k1" / "index.json")["kappa"] == 1
 
 
 def test_main_names_what_is_missing(world, capsys):
@@ -109,7 +121,17 @@ def test_main_names_what_is_missing(world, capsys):
     assert ev.main(["--metric", "fd_logmel", "--system", "generated", *base]) == 2  # no --set
     assert ev.main(["--metric", "fd_logmel", "--system", "generated", "--set", str(gens[0.1]), "--bootstrap", "10",
                     *base]) == 0
-    assert json.loads(out.read_text())["rows"][0]["metric"] == "fd_logmel"
+    assert json.loads(out.read_text())["rows"][0]["bootstrap"] == 10
+    # as the rule runs it: the settings as JSON, every model role in one --model (none here), a boolean check
+    assert ev.main(["--metric", "fd_logmel", "--system", "generated", "--set", str(gens[0.1]), str(gens[0.4]),
+                    "--model", "--pipeline-check", "true", "--settings", json.dumps({"bootstrap": 5, "device": "cpu"}),
+                    *base]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 and {r["bootstrap"] for r in rows} == {5} and rows[0]["status"] == ev.PIPELINE_CHECK
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ev.main(["--metric", "fd_logmel", "--system", "ground_truth", "--bootstrap", "-1", *base])
+    assert "--bootstrap / config key evaluation.bootstrap" in capsys.readouterr().err
 
 
 def test_report_pages_embed_tables_licences_and_audio(world, tmp_path):
@@ -121,7 +143,7 @@ def test_report_pages_embed_tables_licences_and_audio(world, tmp_path):
     io.write_text(lic / "summary.tsv", "licence\ttracks\nby\t3\n")
     io.write_text(lic / "ATTRIBUTION.md", "# Attribution\n\n- Song by Artist (CC BY)\n")
     assert main(["--table", f"t={tmp_path / 't.md'}", "--audio", f"e={gens[0.1]}", "--prompts", str(prompts),
-                 "--clips", "2", "--licences-dir", str(lic), "--out-dir", str(tmp_path / "out")]) == 0
+                 "--report-clips", "2", "--licenses-dir", str(lic), "--out-dir", str(tmp_path / "out")]) == 0
     assert "<table>" in (tmp_path / "out/tables/t.html").read_text()
     page = (tmp_path / "out/audio/e.html").read_text()
     assert page.count("data:audio/wav;base64,") == 2 and "tone r0" in page

@@ -11,6 +11,7 @@ import tarfile
 import pytest
 
 from ssmttm.data import fetch
+from ssmttm.data.sources import jamendo as J
 
 try:
     from httpfault import Fault, fault_server  # noqa: F401 (fixture)
@@ -195,23 +196,26 @@ def test_local_source_copy_verify_and_missing(tmp_path):
 def test_fetch_file_cli(fault_server, tmp_path):
     url = fault_server.add("/m.tsv", DATA)
     out = tmp_path / "meta" / "m.tsv"
-    assert fetch.main_file(["--url", url, "--sha256", "", "--out", str(out), "--retries", "1", "--timeout", "5"]) == 0
+    assert fetch.main_file(["--url", url, "--out", str(out), "--retries", "1", "--timeout-s", "5"]) == 0
     assert fetch.read_pin(out) == SHA
     missing = fault_server.add("/none.tsv", None)
-    assert fetch.main_file(["--url", missing, "--out", str(tmp_path / "x"), "--retries", "1", "--timeout", "5"]) == 1
+    assert fetch.main_file(["--url", missing, "--out", str(tmp_path / "x"), "--retries", "1", "--timeout-s", "5"]) == 1
 
 
-# --- safe_extract ---------------------------------------------------------------------------------
+# --- extract_members ------------------------------------------------------------------------------
 
 
 def _tar(path, members):
-    """members: (name, bytes | None, type) with type in "file", "symlink", "hardlink"."""
+    """members: (name, bytes | None, type) with type in "file", "dir", "symlink", "hardlink"."""
     with tarfile.open(path, "w") as tf:
         for name, data, kind in members:
             info = tarfile.TarInfo(name)
             if kind == "file":
                 info.size = len(data)
                 tf.addfile(info, pyio.BytesIO(data))
+            elif kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(info)
             else:
                 info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
                 info.linkname = data
@@ -219,7 +223,7 @@ def _tar(path, members):
     return path
 
 
-def test_safe_extract_rejects_malicious_members(tmp_path):
+def test_extract_rejects_malicious_members(tmp_path):
     tar = _tar(tmp_path / "evil.tar", [
         ("07/7.mp3", b"good", "file"),
         ("../evil", b"x", "file"),
@@ -230,7 +234,7 @@ def test_safe_extract_rejects_malicious_members(tmp_path):
         ("08/107.mp3", b"other shard", "file"),
     ])
     out = tmp_path / "out"
-    names = fetch.safe_extract(tar, out, allowed_prefix="07")
+    names, _ = fetch.extract_members(tar, out, allowed_prefix="07")
     assert names == ["07/7.mp3"]
     assert (out / "07" / "7.mp3").read_bytes() == b"good"
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.is_dir())
@@ -241,15 +245,39 @@ def test_safe_extract_rejects_malicious_members(tmp_path):
     assert "symlink" in rejected["07/link"]
 
 
-def test_safe_extract_does_not_follow_symlinked_folder(tmp_path):
+def test_extract_does_not_follow_symlinked_folder(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     out = tmp_path / "out"
     out.mkdir()
     (out / "07").symlink_to(outside)
     tar = _tar(tmp_path / "t.tar", [("07/7.mp3", b"x", "file")])
-    assert fetch.safe_extract(tar, out) == []
+    assert fetch.extract_members(tar, out)[0] == []
     assert list(outside.iterdir()) == []
+
+
+# a file NN/x.mp3 and a folder of the same name (or a member below it), in every order
+CONFLICTS = {
+    "file first": [("07/7.mp3", b"seven", "file"), ("07/7.mp3/inner.mp3", b"below", "file")],
+    "member below first": [("07/7.mp3/inner.mp3", b"below", "file"), ("07/7.mp3", b"seven", "file")],
+    "folder member": [("07/7.mp3", "dir", "dir"), ("07/7.mp3", b"seven", "file")],
+    "folder member with content": [("07/7.mp3", b"seven", "file"), ("07/7.mp3", "dir", "dir"),
+                                   ("07/7.mp3/inner.mp3", b"below", "file")],
+}
+
+
+@pytest.mark.parametrize("order", sorted(CONFLICTS))
+def test_extract_refuses_a_file_and_a_folder_of_the_same_name(tmp_path, order):
+    good = [("07", None, "dir"), ("07/107.mp3", b"good", "file")]
+    tar = _tar(tmp_path / "raw_30s_audio-07.tar", good[:1] + CONFLICTS[order] + good[1:])
+    out = tmp_path / "out"
+    written, rejected = fetch.extract_members(tar, out, allowed_prefix="07")
+    assert written == ["07/107.mp3"] and (out / "07" / "107.mp3").read_bytes() == b"good"
+    assert set(rejected) == {m for m, _, _ in CONFLICTS[order]}
+    for reason in rejected.values():
+        assert "'07/7.mp3'" in reason and "raw_30s_audio-07.tar" in reason and "track 07/7.mp3" in reason
+    assert any("07/7.mp3/inner.mp3" in r or "folder member" in r for r in rejected.values())
+    assert not (out / "07" / "7.mp3").exists()
 
 
 # --- fetch_shard ----------------------------------------------------------------------------------
@@ -289,9 +317,9 @@ def _check_receipt(rec, out):
 
 def _shard_args(root, base, out):
     return ["--shard", "07", "--base-url", base, "--dataset", "raw_30s", "--audio-type", "audio",
-            "--tar-sha256", str(root / "tars.txt"), "--track-sha256", str(root / "tracks.txt"),
-            "--out-dir", str(out), "--receipt", str(out / "07.json"), "--retries", "2", "--timeout", "5",
-            "--backoff", "0.01"]
+            "--metadata", f"tar_sha256={root / 'tars.txt'}", f"track_sha256={root / 'tracks.txt'}",
+            "--out-dir", str(out), "--receipt", str(out / "07.json"), "--retries", "2", "--timeout-s", "5",
+            "--backoff-s", "0.01"]
 
 
 def test_fetch_shard_http_end_to_end_and_rerun(fault_server, tmp_path):
@@ -321,16 +349,17 @@ def test_fetch_shard_skips_tar_when_all_tracks_verified(tmp_path):
     args = dict(shard="07", base_url=str(src), dataset="raw_30s", audio_type="audio",
                 tar_sums_path=src / "tars.txt", track_sums_path=src / "tracks.txt", out_dir=out,
                 receipt_path=out / "07.json", backoff=0.01)
-    assert fetch.fetch_shard(**args)["n_ok"] == 2
+    assert J.fetch_shard(**args)["n_ok"] == 2
     (src / "raw_30s" / "audio" / "raw_30s_audio-07.tar").unlink()  # a refetch would now fail
-    rec = fetch.fetch_shard(**args)
+    rec = J.fetch_shard(**args)
     assert rec["status"] == "ok" and rec["n_ok"] == 2 and "not fetched" in rec["reason"]
 
 
 def test_fetch_shard_local_mirror_keep_tars(tmp_path):
     _corpus(tmp_path / "src")
     out = tmp_path / "audio"
-    assert fetch.main_shard(_shard_args(tmp_path / "src", str(tmp_path / "src"), out)[:-6] + ["--keep-tars"]) == 0
+    args = _shard_args(tmp_path / "src", str(tmp_path / "src"), out)[:-6]
+    assert fetch.main_shard([*args, "--keep-tars", "true"]) == 0
     rec = json.loads((out / "07.json").read_text())
     assert rec["n_ok"] == 2 and rec["tracks"][MISSING] == "missing from tar"
     assert (out / "raw_30s_audio-07.tar").exists()
@@ -361,8 +390,56 @@ def test_fetch_shard_unlisted_tar(tmp_path):
                 tar_sums_path=tmp_path / "src" / "tars.txt", track_sums_path=tmp_path / "src" / "tracks.txt",
                 out_dir=out, receipt_path=out / "07.json", backoff=0.01)
     with pytest.raises(fetch.FetchError, match="not listed"):
-        fetch.fetch_shard(**args)
+        J.fetch_shard(**args)
     assert list((out / "07").iterdir()) == []
+
+
+@pytest.mark.parametrize("order", ["file first", "member below first"])
+def test_fetch_shard_name_conflict_rejects_the_track_and_keeps_the_rest(tmp_path, order):
+    src, out = tmp_path / "src", tmp_path / "audio"
+    tar_dir = src / "raw_30s" / "audio"
+    tar_dir.mkdir(parents=True)
+    tar = _tar(tar_dir / "raw_30s_audio-07.tar", [("07/107.mp3", GOOD["07/107.mp3"], "file")] + CONFLICTS[order])
+    (src / "tracks.txt").write_text(f"{sha(GOOD['07/107.mp3'])} 07/107.mp3\n{sha(b'seven')} 07/7.mp3\n")
+    (src / "tars.txt").write_text(f"{sha(tar.read_bytes())} raw_30s_audio-07.tar\n")
+    args = dict(shard="07", base_url=str(src), dataset="raw_30s", audio_type="audio", tar_sums_path=src / "tars.txt",
+                track_sums_path=src / "tracks.txt", out_dir=out, receipt_path=out / "07.json", backoff=0.01)
+    for _ in range(2):  # a rerun (the tar fetched again for the rejected track) ends the same way
+        rec = J.fetch_shard(**args)
+        assert rec["status"] == "ok" and rec["tracks"]["07/107.mp3"] == "ok" and rec["n_ok"] == 1
+        reason = rec["tracks"]["07/7.mp3"]
+        assert reason.startswith("rejected tar member: ") and "track 07/7.mp3" in reason
+        assert "'07/7.mp3'" in reason and "'07/7.mp3/inner.mp3'" in reason and "raw_30s_audio-07.tar" in reason
+        assert sorted(p.name for p in (out / "07").iterdir()) == ["107.mp3"]
+        assert json.loads((out / "07.json").read_text()) == rec
+
+
+def test_fetch_shard_replaces_a_folder_left_in_a_tracks_way(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "audio"
+    _corpus(src)
+    (out / "07" / "7.mp3").mkdir(parents=True)  # e.g. what a crashed earlier run left
+    (out / "07" / "7.mp3" / "inner.mp3").write_bytes(b"x")
+    assert fetch.main_shard(_shard_args(src, str(src), out)[:-6]) == 0
+    _check_receipt(json.loads((out / "07.json").read_text()), out)
+
+
+@pytest.mark.parametrize("which", ["tracks.txt", "tars.txt"])
+def test_fetch_shard_fails_on_a_malformed_checksum_line(tmp_path, capfd, which):
+    src, out = tmp_path / "src", tmp_path / "audio"
+    _corpus(src)
+    lines = (src / which).read_text().splitlines()
+    lines.insert(1, "not-a-hash 07/7.mp3")
+    (src / which).write_text("\n".join(lines) + "\n")
+    with pytest.raises(J.JamendoFormatError) as e:
+        J.fetch_shard("07", str(src), "raw_30s", "audio", src / "tars.txt", src / "tracks.txt", out,
+                          out / "07.json", backoff=0.01)
+    assert f"{which}: line 2: expected '<sha256> <name>'" in str(e.value) and "not-a-hash" in str(e.value)
+    assert not out.exists()  # nothing fetched, nothing unpacked
+    capfd.readouterr()
+    assert fetch.main_shard(_shard_args(src, str(src), out)[:-6]) == 1
+    errors = _errors(capfd)
+    assert len(errors) == 1 and f"{which}: line 2" in errors[0]
+    assert not (out / "07.json").exists()
 
 
 def test_fetch_shard_server_down_fails_job(fault_server, tmp_path):
@@ -413,9 +490,9 @@ def test_content_check_accepts_generated_metadata(tmp_path):
 
 
 def test_every_metadata_file_has_a_format_check():
-    from ssmttm.constants import METADATA_FILES
+    from ssmttm.data.sources import metadata_files
 
-    assert set(METADATA_FILES.values()) <= set(fetch._FORMATS)
+    assert set(metadata_files().values()) <= set(fetch.metadata_formats())
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
@@ -440,6 +517,7 @@ def test_content_check_rejects_error_pages_and_non_text(tmp_path, name, body, wh
     ("audio_licenses.txt", b"14/214.mp3\nsomething else\n"),
     ("raw_30s_audio_sha256_tars.txt", b"404: Not Found"),
     ("raw_30s_audio_sha256_tracks.txt", f"{'c' * 64}  14/214.mp3\nnot a hash line\n".encode()),
+    ("raw_30s_audio_sha256_tars.txt", f"{'a' * 64} raw_30s_audio-00.tar trailing words\n".encode()),
     ("song_describer.csv", b"error,message\nrate limited,try later\n"),
     ("musiccaps-public.csv", b"ytid,caption\nabc,def\n"),
 ])
@@ -503,7 +581,7 @@ def _errors(capfd) -> list[str]:
 def test_fetch_file_cli_rejects_error_page(fault_server, tmp_path, capfd):
     url = fault_server.add("/audio_licenses.txt", ERROR_PAGE)
     out = tmp_path / "meta" / "audio_licenses.txt"
-    assert fetch.main_file(["--url", url, "--out", str(out), "--retries", "0", "--timeout", "5"]) == 1
+    assert fetch.main_file(["--url", url, "--out", str(out), "--retries", "0", "--timeout-s", "5"]) == 1
     errors = _errors(capfd)
     assert len(errors) == 1 and "audio_licenses.txt" in errors[0] and url in errors[0]
     assert not out.exists() and not fetch.pin_path(out).exists()
@@ -512,7 +590,7 @@ def test_fetch_file_cli_rejects_error_page(fault_server, tmp_path, capfd):
 def test_pin_mismatch_says_how_to_repin(fault_server, tmp_path, capfd):
     url = fault_server.add("/raw.meta.tsv", META_TSV)
     out = tmp_path / "raw.meta.tsv"
-    args = ["--url", url, "--out", str(out), "--retries", "0", "--timeout", "5"]
+    args = ["--url", url, "--out", str(out), "--retries", "0", "--timeout-s", "5"]
     assert fetch.main_file(args) == 0
     out.unlink()
     changed = META_TSV + b"track_0000215\tartist_000014\talbum_000031\tB\tDavid\tAlbum\t2004-12-28\thttps://x/215\n"

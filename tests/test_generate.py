@@ -13,7 +13,7 @@ from ssmttm.generate import generate as gen
 from ssmttm.generate import prompts as pr
 from ssmttm.generate import sampling as smp
 from ssmttm.models import VARIANTS, build_lm
-from ssmttm.models.checkpoint import CheckpointError, load_model, save_model
+from ssmttm.models.checkpoint import CheckpointError, load_model, resolve_checkpoint, save_model
 from ssmttm.models.config import from_preset
 
 TEXT_DIM = 32  # the tiny T5's d_model
@@ -86,10 +86,10 @@ def test_seeded_determinism_per_row():
 
 def test_sampling_config_validation():
     with pytest.raises(smp.SamplingError, match="--temperature"):
-        smp.SamplingConfig(temperature=-1)
+        smp.SamplingConfig(3.0, -1, 250)
     with pytest.raises(smp.SamplingError, match="--top-k"):
-        smp.SamplingConfig(top_k=-3)
-    assert smp.SamplingConfig(temperature=0).greedy
+        smp.SamplingConfig(3.0, 1.2, -3)
+    assert smp.SamplingConfig(3.0, 0, 250).greedy
 
 
 # --- decoding ----------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_generation_every_variant(tmp_path, variant):
     _save_tiny(tmp_path / "ck", variant, kappa=kappa)
     lm, _ = load_model(tmp_path / "ck", "cpu", kappa=kappa)
     cond, unc = _states(2)
-    cfg = smp.SamplingConfig()
+    cfg = smp.SamplingConfig(3.0, 1.2, 250)
     seq = gen.generate_cached(lm, cond, unc, n, cfg, seed=0)
     assert seq.shape == (2, kappa, n + kappa)
     assert (seq[:, :, 0] == SPECIAL_TOKEN).all()  # BOS column
@@ -124,7 +124,7 @@ def test_cached_equals_naive_full_recompute(tmp_path, variant):
     b = gen.generate_naive(lm, cond, unc, 16, greedy, seed=0)
     assert torch.equal(a, b)
     # and with the paper's sampling: same seed, same per-row noise -> same tokens
-    cfg = smp.SamplingConfig()
+    cfg = smp.SamplingConfig(3.0, 1.2, 250)
     assert torch.equal(gen.generate_cached(lm, cond, unc, 12, cfg, 5), gen.generate_naive(lm, cond, unc, 12, cfg, 5))
 
 
@@ -138,7 +138,7 @@ def test_cfg_one_lm_call_per_step_with_2b_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(lm, "forward", lambda *a, **k: pytest.fail("full forward during cached decoding"))
     cond, unc = _states(3)
     n, kappa = 9, 2
-    gen.generate_cached(lm, cond, unc, n, smp.SamplingConfig(), seed=0)
+    gen.generate_cached(lm, cond, unc, n, smp.SamplingConfig(3.0, 1.2, 250), seed=0)
     assert calls[0] == ("prefill", 6)
     assert calls[1:] == [("step", 6)] * (n + kappa - 1)
 
@@ -149,7 +149,7 @@ def test_oov_tokens_fail_clearly(tmp_path, monkeypatch):
     cond, unc = _states(1)
     monkeypatch.setattr(smp, "sample", lambda logits, *a, **k: torch.full(logits.shape[:-1], 1030))
     with pytest.raises(gen.GenerationError, match="out-of-vocabulary token id 1030"):
-        gen.generate_cached(lm, cond, unc, 5, smp.SamplingConfig(), seed=0)
+        gen.generate_cached(lm, cond, unc, 5, smp.SamplingConfig(3.0, 1.2, 250), seed=0)
     bad = torch.zeros(1, 2, 5, dtype=torch.long)
     bad[0, 1, 3] = SPECIAL_TOKEN
     with pytest.raises(gen.GenerationError, match="out-of-vocabulary token id 1024"):
@@ -158,12 +158,14 @@ def test_oov_tokens_fail_clearly(tmp_path, monkeypatch):
 
 def test_resolve_checkpoint_from_run_dir(tmp_path):
     ck = _save_tiny(tmp_path / "run" / "ckpt" / "step_0000007")
-    assert gen.resolve_checkpoint(ck) == ck
+    assert resolve_checkpoint(ck) == ck
     io.write_text(tmp_path / "run" / "ckpt" / "last", "step_0000007\n")
-    assert gen.resolve_checkpoint(tmp_path / "run") == ck
+    assert resolve_checkpoint(tmp_path / "run") == ck
     io.write_text(tmp_path / "run" / "ckpt" / "last", "step_0000099\n")
-    with pytest.raises(gen.GenerationError, match="step_0000099"):
-        gen.resolve_checkpoint(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"^--checkpoint .*step_0000099"):
+        resolve_checkpoint(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"^refiner .*no ckpt/last file"):
+        resolve_checkpoint(tmp_path / "nowhere", label="refiner")
 
 
 # --- prompts -----------------------------------------------------------------------------------------
@@ -274,11 +276,15 @@ def test_bench_runs_and_checks_equality(repo, capsys):
 
 def test_prompt_set_stage_round_trip(tmp_path):
     out = tmp_path / "demo.json"
-    assert pr.main(["--name", "demo", "--json", json.dumps({"p0": "calm piano", "p1": "rock"}), "--out", str(out)]) == 0
+    prompts = json.dumps({"p0": "calm piano", "p1": "rock"})
+    assert pr.main(["--prompt-set", "demo", "--prompts", prompts, "--out", str(out)]) == 0
     assert pr.load_prompt_set("demo", prompts_file=out) == [("p0", "calm piano"), ("p1", "rock")]
-    assert pr.main(["--name", "demo", "--out", str(tmp_path / "d.json")]) == 0
+    assert pr.main(["--out", str(tmp_path / "d.json")]) == 0  # schema defaults: the built-in demo set
     assert pr.read_prompts_file(tmp_path / "d.json") == pr.DEMO_PROMPTS
-    assert pr.main(["--json", "{not json", "--out", str(tmp_path / "x.json")]) == 2
+    with pytest.raises(SystemExit):
+        pr.main(["--prompts", "{not json", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit):  # a prompt id becomes a file name: the schema's name pattern
+        pr.main(["--prompts", json.dumps({"../p": "x"}), "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
 
 
@@ -296,3 +302,34 @@ def test_one_job_samples_several_checkpoints(tmp_path, receipts, capsys):
     assert np.allclose(sf.read(str(tmp_path / "g20/p000.wav"))[0], sf.read(str(tmp_path / "alone/p000.wav"))[0])
     with pytest.raises(SystemExit):  # one --out-dir per --checkpoint
         gen.main(_argv(a, receipts, tmp_path / "x", "--checkpoint", str(b)))
+
+
+def test_prompts_are_truncated_at_the_trained_max_length(tmp_path, receipts, caplog):
+    """text.max_length is recorded in the checkpoint by training (the text store's): generation truncates
+    prompts at that length, whatever the stage's own default, and a different requested value fails
+    naming both."""
+    meta = {"step": 7, "variant": "prefix-simba", "text_encoder": {"key": "t5_tiny", "max_length": 8}}
+    ck = _save_tiny(tmp_path / "ck8", kappa=2, meta=meta)
+    long_prompt = " ".join(["piano"] * 40)
+    g = gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu")
+    assert g.max_text_length == 8
+    with caplog.at_level("WARNING"):
+        states = g.encode_texts([long_prompt])
+    assert states[long_prompt].shape[0] == 8 and "truncated to 8 tokens" in caplog.text
+    assert gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu", max_text_length=8).max_text_length == 8
+    with pytest.raises(gen.GenerationError, match=r"--max-length 256 \(config text.max_length\) differs from the 8"):
+        gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu", max_text_length=256)
+    out = tmp_path / "o"
+    assert gen.main(_argv(ck, receipts, out, "--prompt", long_prompt, "--n-tokens", "4")) == 0
+    assert io.read_json(out / "index.json")["text_max_length"] == 8
+    assert gen.main(_argv(ck, receipts, tmp_path / "o2", "--prompt", "x", "--max-length", "64")) == 2
+
+
+def test_a_checkpoint_of_another_code_layout_is_refused(tmp_path, receipts):
+    from ssmttm import pattern
+    from ssmttm.train.loop import Trainer
+
+    assert Trainer.PATTERN == pattern.NAME  # what training records is what generation decodes
+    ck = _save_tiny(tmp_path / "ck", kappa=2, meta={"step": 7, "variant": "prefix-simba", "pattern": "aligned"})
+    with pytest.raises(gen.GenerationError, match="laid out as 'aligned'"):
+        gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu")

@@ -168,3 +168,14 @@ def test_apply_umask_modes_keeps_execute_bits_and_skips_links(tmp_path, umask):
     io.apply_umask_modes(tmp_path)
     f, d = expected(umask)
     assert mode(tool) == d and mode(data) == f
+
+
+def test_sha256_file_matches_hashlib_on_large_and_empty_files(tmp_path):
+    import hashlib
+
+    data = np.random.default_rng(0).bytes((3 << 20) + 17)  # several read blocks and a ragged tail
+    big, empty = tmp_path / "big.bin", tmp_path / "empty.bin"
+    big.write_bytes(data)
+    empty.write_bytes(b"")
+    assert io.sha256_file(big) == hashlib.sha256(data).hexdigest()
+    assert io.sha256_file(empty) == hashlib.sha256(b"").hexdigest()

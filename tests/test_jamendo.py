@@ -118,3 +118,40 @@ def test_read_sha256_list(tmp_path):
         jamendo.read_sha256_list(_write(tmp_path, "s2.txt", f"{a} x\nnot-a-hash y\n"))
     with pytest.raises(jamendo.JamendoFormatError, match="twice"):
         jamendo.read_sha256_list(_write(tmp_path, "s3.txt", f"{a} x\n{b} x\n"))
+
+
+def test_read_sha256_list_real_and_sha256sum_forms(tmp_path):
+    real = ("c569f4b7264995c06de93eb6c20138d9355274508dde37085ed992fc990d930b raw_30s_audio-00.tar\n"  # MTG's file
+            "1b079d27127462c9066ed2fa18490303850bc1041fcae55835be3a46d6c965b0 raw_30s_audio-01.tar\n")
+    got = jamendo.read_sha256_list(_write(tmp_path, "tars.txt", real, newline="\r\n"))
+    assert list(got) == ["raw_30s_audio-00.tar", "raw_30s_audio-01.tar"] and got["raw_30s_audio-00.tar"][:6] == "c569f4"
+    a = "A" * 64
+    forms = f"{a}  00/100.mp3\n{a} *00/200.mp3\n{a}\t00/300.mp3\n{a.lower()} 00/100.mp3\n"  # same hash twice: fine
+    assert jamendo.read_sha256_list(_write(tmp_path, "sum.txt", forms)) == {
+        "00/100.mp3": "a" * 64, "00/200.mp3": "a" * 64, "00/300.mp3": "a" * 64}
+
+
+@pytest.mark.parametrize("bad", [
+    "a" * 64,                           # no name
+    "a" * 63 + " 00/100.mp3",           # short hash
+    "a" * 64 + "00/100.mp3",            # no separator
+    "a" * 64 + " 00/100.mp3 extra",     # a third field
+    "00/100.mp3 " + "a" * 64,           # fields swapped
+    "<html><body>Not Found</body></html>",
+])
+def test_read_sha256_list_bad_line_names_file_line_and_format(tmp_path, bad):
+    p = _write(tmp_path, "tracks.txt", f"{'b' * 64} 00/1.mp3\n\n{bad}\n{'c' * 64} 00/2.mp3\n")
+    with pytest.raises(jamendo.JamendoFormatError) as e:
+        jamendo.read_sha256_list(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: line 3: expected {jamendo.SHA256_LINE_FORMAT}") and repr(bad)[:40] in msg
+
+
+def test_import_does_not_load_pandas():
+    """The fetch stage (and every fetch-file job) imports this module for the checksum lists only."""
+    import subprocess
+    import sys
+
+    code = "import sys, ssmttm.data.jamendo; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Stage processes and numba's on-disk cache (ssmttm.cli.private_numba_cache).
+"""Stage processes and numba's on-disk cache (ssmttm.numba_cache.private_numba_cache).
 
 librosa compiles numba kernels with ``cache=True``; processes compiling the same kernels at once into one
 cache folder can leave a kernel and its ufunc wrapper from different processes, and every later process
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssmttm import audio, cli
+from ssmttm import audio, cli, numba_cache
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only (flock, pids of /tmp folders)")
 
@@ -112,8 +112,8 @@ def test_concurrent_attribute_jobs_on_a_cold_cache(repo, tmp_path, evaluation):
 
 def test_user_numba_cache_dir_is_left_alone(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
-    monkeypatch.setenv(cli.NUMBA_SEED_ENV, str(tmp_path / "seed"))
-    with cli.private_numba_cache() as private:
+    monkeypatch.setenv(numba_cache.NUMBA_SEED_ENV, str(tmp_path / "seed"))
+    with numba_cache.private_numba_cache() as private:
         assert private is None and os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "mine")
     assert not (tmp_path / "seed").exists()
 
@@ -126,7 +126,7 @@ def test_private_cache_is_seeded_published_and_removed(monkeypatch, tmp_path):
     seed, tmp = tmp_path / "seed", tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.setenv(cli.NUMBA_SEED_ENV, str(seed))
+    monkeypatch.setenv(numba_cache.NUMBA_SEED_ENV, str(seed))
     monkeypatch.setattr("tempfile.tempdir", str(tmp))
     # a private cache of a process that died without cleaning up (its pid no longer runs), and an old one
     # of a process that still runs (this one)
@@ -137,7 +137,7 @@ def test_private_cache_is_seeded_published_and_removed(monkeypatch, tmp_path):
         d.mkdir()
         os.utime(d, (time.time() - 7200, time.time() - 7200))
 
-    with cli.private_numba_cache() as private:  # no seed yet: starts empty, compiles, publishes
+    with numba_cache.private_numba_cache() as private:  # no seed yet: starts empty, compiles, publishes
         assert os.environ["NUMBA_CACHE_DIR"] == str(private) and private.parent == tmp and not any(private.iterdir())
         (private / "lib_abc").mkdir()
         (private / "lib_abc" / "f-1.py311.nbi").write_text("index 1")
@@ -147,17 +147,17 @@ def test_private_cache_is_seeded_published_and_removed(monkeypatch, tmp_path):
     assert _files(seed / "cache") == {"lib_abc/f-1.py311.nbi": "index 1", "lib_abc/f-1.py311.1.nbc": "data 1"}
 
     before = (seed / "cache").stat().st_ino
-    with cli.private_numba_cache() as private:  # warm: a copy of the seed; nothing compiled, nothing published
+    with numba_cache.private_numba_cache() as private:  # warm: a copy of the seed; nothing compiled, nothing published
         assert _files(private) == _files(seed / "cache")
     assert (seed / "cache").stat().st_ino == before
 
-    with cli.private_numba_cache() as private:  # compiles one more kernel: the whole cache becomes the seed
+    with numba_cache.private_numba_cache() as private:  # compiles one more kernel: the whole cache becomes the seed
         (private / "lib_abc" / "g-9.py311.nbi").write_text("index 2")
     assert set(_files(seed / "cache")) == {"lib_abc/f-1.py311.nbi", "lib_abc/f-1.py311.1.nbc", "lib_abc/g-9.py311.nbi"}
     assert not list(seed.glob(".cache*")) and [d for d in tmp.glob("ssmttm-numba-*") if d != alive] == []
 
-    monkeypatch.setenv(cli.NUMBA_SEED_ENV, "")  # seeding off: a cold private cache, still removed at exit
-    with cli.private_numba_cache() as private:
+    monkeypatch.setenv(numba_cache.NUMBA_SEED_ENV, "")  # seeding off: a cold private cache, still removed at exit
+    with numba_cache.private_numba_cache() as private:
         assert not any(private.iterdir())
     assert not private.exists()
 
@@ -173,7 +173,7 @@ _SEEN: list = []
 def test_main_isolates_only_command_line_runs(monkeypatch):
     """``python -m ssmttm`` gets a private cache; in-process calls (tests) leave the environment alone."""
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.setenv(cli.NUMBA_SEED_ENV, "")
+    monkeypatch.setenv(numba_cache.NUMBA_SEED_ENV, "")
     monkeypatch.setitem(cli.STAGES, "probe", (__name__, "_probe_stage", "test stage"))
     monkeypatch.setattr("sys.argv", ["ssmttm", "probe"])
     _SEEN.clear()

@@ -8,6 +8,7 @@ real 44.1 kHz 30 s audio with the recorded sha256, and a rerun schedules nothing
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -124,7 +125,8 @@ def test_tokens_cover_the_manifest(demo):
     from ssmttm.tokens.store import TokenStore
 
     m = read_manifest(demo / "results/data/manifest.parquet")
-    store = TokenStore(demo / "results/tokens/dac_tiny")
+    shards = sorted(p.parent for p in (demo / "results/tokens/dac_tiny").glob("*/meta.json"))
+    store = TokenStore(shards)
     assert set(store.index["clip_id"]) == set(m["clip_id"])
     assert (store.index["length"] == 2584).all()  # 30 s at 86.13 frames/s
     text = TextStore(demo / "results/text/t5_tiny")
@@ -148,6 +150,9 @@ def test_every_variant_trained_and_generated(demo):
     from ssmttm.models.checkpoint import load_model
 
     runs = sorted((demo / "results/train").glob("*/seed0/done.json"))
+    manifest = read_manifest(demo / "results/data/manifest.parquet")
+    train_tracks = set(manifest.loc[manifest["split"] == "train", "track_id"])
+    assert 0 < len(train_tracks) < len(set(manifest["track_id"]))
     assert len(runs) == 8  # six kappa-1 experiments (two-stage) + two single-stage kappa-4 ones
     prompts = json.loads((demo / "results/generate/prompts/song_describer.json").read_text())["prompts"]
     for done in runs:
@@ -158,6 +163,13 @@ def test_every_variant_trained_and_generated(demo):
         lm, meta = load_model(run / "ckpt" / Path(last).name)
         assert meta["licences"]["preset"] == "paper" and meta["manifest_sha256"]
         assert (run / "ckpt" / Path(last).name / "MODEL_CARD.md").exists()
+        # the card and ATTRIBUTION.md list the training split's tracks exactly, not the licence audit's
+        assert meta["licences"]["n_tracks"] == len(train_tracks)
+        assert sum(v["tracks"] for v in meta["licences"]["per_licence"].values()) == len(train_tracks)
+        attribution = (run / "ckpt" / Path(last).name / "ATTRIBUTION.md").read_text()
+        listed = {f"track_{int(n):07d}" for n in re.findall(r"jamendo\.com/track/(\d+)", attribution)}
+        assert listed == train_tracks
+        assert meta["text_encoder"]["max_length"] == 256  # what generation truncates prompts at
         index = demo / f"results/generate/{run.parent.name}/seed0/step_0000200/song_describer/index.json"
         items = json.loads(index.read_text())["items"]
         assert len(items) == len(prompts) == 7  # one caption per Song Describer track (4 in the corpus, 3 not)

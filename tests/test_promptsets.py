@@ -111,8 +111,8 @@ def test_options_are_checked(musiccaps_csv):
 
 def test_prompt_set_stage_writes_records_that_generate_reads(musiccaps_csv, tmp_path):
     out = tmp_path / "mc.json"
-    rc = pr.main(["--name", "musiccaps", "--prompts-file", str(musiccaps_csv), "--options",
-                  json.dumps({"subset": "balanced"}), "--out", str(out)])
+    rc = pr.main(["--prompt-set", "musiccaps", "--prompts-file", str(musiccaps_csv), "--prompt-options",
+                  json.dumps({"musiccaps": {"subset": "balanced"}}), "--out", str(out)])
     assert rc == 0
     obj = json.loads(out.read_text())
     assert obj["name"] == "musiccaps" and obj["options"] == {"subset": "balanced"}
@@ -128,54 +128,14 @@ def test_prompt_set_stage_writes_records_that_generate_reads(musiccaps_csv, tmp_
     with pytest.raises(pr.PromptError, match="named 'musiccaps', not 'song_describer'"):
         pr.load_prompt_records("song_describer", prompts_file=out)
     # bad flags fail naming the flag, writing nothing
-    for bad in (["--options", "{x"], ["--options", "[1]"], ["--options", '{"subsett": 1}']):
-        assert pr.main(["--name", "musiccaps", "--prompts-file", str(musiccaps_csv), *bad,
-                        "--out", str(tmp_path / "bad.json")]) == 2
+    for bad in (["--prompt-options", "{x"], ["--prompt-options", "[1]"]):
+        with pytest.raises(SystemExit):
+            pr.main(["--prompt-set", "musiccaps", "--prompts-file", str(musiccaps_csv), *bad,
+                     "--out", str(tmp_path / "bad.json")])
+    assert pr.main(["--prompt-set", "musiccaps", "--prompts-file", str(musiccaps_csv), "--prompt-options",
+                    '{"musiccaps": {"subsett": 1}}', "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()
-    # the old --json path still writes ref_id null records
-    assert pr.main(["--json", json.dumps(["calm piano"]), "--out", str(tmp_path / "j.json")]) == 0
+    # the config's own prompts (generate.prompts) write ref_id null records
+    assert pr.main(["--prompts", json.dumps({"p000": "calm piano"}), "--out", str(tmp_path / "j.json")]) == 0
     assert json.loads((tmp_path / "j.json").read_text())["prompts"] == [
         {"prompt_id": "p000", "text": "calm piano", "ref_id": None}]
-
-
-# --- Song Describer ---------------------------------------------------------------------------------------
-@pytest.fixture
-def sdd_csv(tmp_path):
-    rows = [
-        [101, 214, "Calm piano, sparse.", "False", 0, 5, 7, "14/214.2min.mp3", 120.0],          # 2
-        [102, 214, "A gentle piano piece.", "True", 1, 5, 7, "14/214.2min.mp3", 120.0],         # 3
-        [103, "track_0000315", "Loud rock.", "True", 2, 6, 8, "15/315.2min.mp3", 90.0],         # 4
-        [104, "", "Id from the path.", "False", 0, 6, 8, "16/416.2min.mp3", 90.0],              # 5
-        ["x5", 500, "Bad caption id.", "True", 0, 1, 1, "00/500.2min.mp3", 60.0],               # 6
-        [106, "", "No id anywhere.", "True", 0, 1, 1, "nowhere", 60.0],                         # 7
-        [102, 600, "Duplicate caption id.", "True", 0, 1, 1, "00/600.2min.mp3", 60.0],          # 8
-        [108, 700, "", "True", 0, 1, 1, "00/700.2min.mp3", 60.0],                               # 9
-    ]
-    return _write_csv(tmp_path / "song_describer.csv", list(ps.SONG_DESCRIBER_COLUMNS), rows)
-
-
-def test_song_describer(sdd_csv):
-    rows, problems = ps.read_song_describer_captions(sdd_csv)
-    assert [p.line for p in problems] == [6, 7, 8, 9]
-    assert "duplicate caption_id 102 (first at line 3)" in problems[2].reason
-    recs = pr.load_prompt_records("song_describer", prompts_file=sdd_csv)
-    assert [(r["prompt_id"], r["ref_id"]) for r in recs] == [
-        ("sdd_101", "214"), ("sdd_102", "214"), ("sdd_103", "315"), ("sdd_104", "416")]
-    valid = pr.load_prompt_records("song_describer", prompts_file=sdd_csv, options={"valid_only": True})
-    assert [r["prompt_id"] for r in valid] == ["sdd_102", "sdd_103"]
-    one = pr.load_prompt_records("song_describer", prompts_file=sdd_csv, options={"one_per_track": True})
-    assert [r["prompt_id"] for r in one] == ["sdd_102", "sdd_103", "sdd_104"]  # valid caption preferred
-    two = pr.load_prompt_records("song_describer", prompts_file=sdd_csv, options={"n": 2, "seed": 3})
-    assert len(two) == 2
-    with pytest.raises(pr.PromptError, match="valid_only: expected true or false"):
-        pr.load_prompt_records("song_describer", prompts_file=sdd_csv, options={"valid_only": "yes"})
-
-
-def test_song_describer_demo_mirror_file(repo):
-    path = repo / "results/demo/mirror/metadata/song_describer.csv"
-    if not path.is_file():
-        pytest.skip("demo mirror not built")
-    recs = pr.load_prompt_records("song_describer", prompts_file=path)
-    with open(path, encoding="utf-8", newline="") as f:
-        n_rows = sum(1 for _ in csv.DictReader(f))
-    assert len(recs) == n_rows and all(r["ref_id"].isdigit() and r["prompt_id"].startswith("sdd_") for r in recs)

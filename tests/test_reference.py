@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from ssmttm import settings
 from ssmttm.eval import reference as ref
+from ssmttm.eval.options import ReferenceSettings
 
 try:
     from httpfault import Fault, fault_server  # noqa: F401 (fixture)
@@ -55,9 +57,14 @@ def _prompt_set(path: Path, prompts: list[dict], name: str = "musiccaps") -> Pat
 
 def _argv(ps: Path, out: Path, srv, cache: Path, *extra):
     # --timeout (per attempt) only guards against a hang here: a busy machine must not turn it into a retry
-    return ["--prompt-set", str(ps), "--source", "musiccaps", "--out-dir", str(out), "--cache-dir", str(cache),
-            "--url-template", srv.url("/m/{ytid}"), "--retries", "1", "--backoff", "0", "--timeout", "120",
+    return ["--prompts", str(ps), "--source", "musiccaps", "--out-dir", str(out), "--cache-dir", str(cache),
+            "--url-template", srv.url("/m/{ytid}"), "--retries", "1", "--backoff-s", "0", "--timeout-s", "120",
             "--jobs", "2", "--ffmpeg", "no-such-ffmpeg-binary", *extra]
+
+
+def _fetch_config(ffmpeg: str | None, **given) -> ref.FetchConfig:
+    """The schema's evaluation.reference defaults, ``given`` keys changed."""
+    return ref.FetchConfig.from_settings(settings.resolve(ReferenceSettings, given=given), "unused-cache", ffmpeg)
 
 
 def _avail(out: Path) -> dict:
@@ -129,7 +136,7 @@ def test_retries_with_backoff_then_success_or_give_up(fault_server, tmp_path):
         {"prompt_id": f"flaky00000{i}", "text": "t", "ref_id": f"flaky00000{i}", "start_s": 0, "end_s": 10}
         for i in (1, 2)])
     out = tmp_path / "ref"
-    rc = ref.main(_argv(ps, out, srv, tmp_path / "cache", "--retries", "2", "--backoff", "0.01"))
+    rc = ref.main(_argv(ps, out, srv, tmp_path / "cache", "--retries", "2", "--backoff-s", "0.01"))
     assert rc == 0
     av = _avail(out)
     assert av["flaky000001"] == ("fetched", "")
@@ -148,7 +155,7 @@ def test_clip_timeout_is_a_missing_row(fault_server, tmp_path):
     # A 1 us limit passes before any transfer can finish, so every attempt times out; where exactly it
     # strikes (probe, media request, a resumed Range request, or the socket itself, which gets the same
     # limit) and so how many requests reach the server is a race, and is not asserted.
-    assert ref.main(_argv(ps, out, srv, cache, "--timeout", "0.000001", "--retries", "1")) == 1
+    assert ref.main(_argv(ps, out, srv, cache, "--timeout-s", "0.000001", "--retries", "1")) == 1
     status, reason = _avail(out)["slow0000001"]
     assert status == "missing" and re.search(r"time(d)? ?out", reason, re.IGNORECASE), reason
     assert reason.endswith("(after 2 attempts)"), reason  # a timeout is transient: retried, then given up
@@ -169,7 +176,7 @@ def test_stalled_transfer_resumes_through_ytdlp_retries(fault_server, tmp_path):
     ps = _prompt_set(tmp_path / "mc.json", [
         {"prompt_id": "s", "text": "t", "ref_id": "stall000001", "start_s": 0, "end_s": 10}])
     out = tmp_path / "ref"
-    assert ref.main(_argv(ps, out, srv, tmp_path / "cache", "--socket-timeout", "2", "--retries", "2")) == 0
+    assert ref.main(_argv(ps, out, srv, tmp_path / "cache", "--socket-timeout-s", "2", "--retries", "2")) == 0
     assert _avail(out)["stall000001"] == ("fetched", "")
     reqs = srv.requests("/m/stall000001")
     stalled = [i for i, r in enumerate(reqs) if r.sent == 50_000]
@@ -199,13 +206,13 @@ def test_ffmpeg_fallback_command(tmp_path):
         "y = soxr.resample(x[int(ss * sr):int((ss + t) * sr)].mean(axis=1), sr, rate)\n"
         "sf.write(a[-1], y, rate, subtype='FLOAT', format='WAV')\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    cfg = ref.FetchConfig(ffmpeg=str(fake), timeout_s=60)
+    cfg = _fetch_config(str(fake), timeout_s=60)
     x, sr = ref.decode_section(media, 4.0, 10.0, cfg)
     assert sr == SR_OUT and x.shape == (1, 10 * SR_OUT)
     ref._write_clip(x, sr, 10.0, tmp_path / "o.wav", SR_OUT, "PCM_16", 0.5, "m4a")
     np.testing.assert_allclose(_freqs(tmp_path / "o.wav"), [300 + 100 * (4 + j) for j in range(10)], atol=3)
     with pytest.raises(ref.ClipMissing, match="cannot decode m4a without ffmpeg"):
-        ref.decode_section(media, 4.0, 10.0, ref.FetchConfig(ffmpeg=None))
+        ref.decode_section(media, 4.0, 10.0, _fetch_config(None))
 
 
 # --- Jamendo source -----------------------------------------------------------------------------------------
@@ -225,15 +232,15 @@ def test_jamendo_source(tmp_path):
         {"prompt_id": f"sdd_{i}", "text": f"caption {i}", "ref_id": r}
         for i, r in enumerate(["214", "314", "414", "514", "215", "999", "track_0000214"])], name="song_describer")
     out = tmp_path / "ref"
-    base = ["--prompt-set", str(ps), "--source", "jamendo", "--out-dir", str(out), "--cleantags", str(tsv),
-            "--audio-root", str(root)]
+    base = ["--prompts", str(ps), "--source", "jamendo", "--out-dir", str(out), "--cleantags", str(tsv),
+            "--receipts", str(root / "14.json")]  # shard 15 was not fetched: no receipt
     assert ref.main(base) == 0
     av = _avail(out)
     assert av["214"] == ("fetched", "") and av["track_0000214"] == ("fetched", "")
     assert av["314"][1].startswith("too short")
     assert av["414"][0] == "missing" and "decode" in av["414"][1] and "414.mp3" in av["414"][1]
     assert av["514"] == ("missing", "fetch: 14/514.mp3: sha256 mismatch")
-    assert av["215"][0] == "missing" and "shard 15 not fetched" in av["215"][1]
+    assert av["215"][0] == "missing" and "shard 15 is not one of this run's shards" in av["215"][1]
     assert av["999"][0] == "missing" and "not in raw_30s_cleantags" in av["999"][1]
     index = json.loads((out / "index.json").read_text())
     assert index["summary"] == "2 of 7 reference clips available" and index["set"] == "song_describer"
@@ -248,7 +255,7 @@ def test_jamendo_source(tmp_path):
 
 def test_bad_arguments_fail_naming_the_flag(tmp_path, capsys):
     ps = _prompt_set(tmp_path / "p.json", [{"prompt_id": "a", "text": "t", "ref_id": "x"}])
-    common = ["--prompt-set", str(ps), "--out-dir", str(tmp_path / "o")]
+    common = ["--prompts", str(ps), "--out-dir", str(tmp_path / "o")]
     for extra, flag in ((["--source", "jamendo"], "--cleantags"),
                         (["--source", "musiccaps", "--url-template", "http://x/"], "--url-template"),
                         (["--source", "musiccaps", "--offset", "middle"], "--offset"),
@@ -258,5 +265,5 @@ def test_bad_arguments_fail_naming_the_flag(tmp_path, capsys):
         assert flag in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert ref.main(["--prompts", str(tmp_path / "bad.json"), "--source", "musiccaps",
-                     "--out-dir", str(tmp_path / "o")]) == 2
+                     "--cache-dir", str(tmp_path / "c"), "--out-dir", str(tmp_path / "o")]) == 2
     assert not os.path.exists(tmp_path / "o" / "index.json")

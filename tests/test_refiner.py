@@ -225,11 +225,11 @@ def _structured_codes(i):
 
 
 def _refiner_argv(root, run, dac, steps=30, extra=()):
-    return ["--run-dir", str(run), "--experiment", "refiner", "--tokens", str(root / "tokens"), "--text",
+    return ["--run-dir", str(run), "--experiment", "refiner", "--tokens", str(root / "tokens" / "00"), "--text",
             str(root / "text"), "--preset", "tiny", "--kappa", "1", "--seed", "1", "--steps", str(steps),
-            "--checkpoint-every", "10", "--warmup", "3", "--lr", "3e-3", "--batch-size", "2", "--grad-accum", "1",
+            "--checkpoint-every", "10", "--warmup-steps", "3", "--lr", "3e-3", "--batch-size", "2", "--grad-accum", "1",
             "--max-frames", "48", "--dropout", "0", "--log-every", "1", "--codec-weights", str(dac),
-            "--licenses", str(root / "licenses.json"), "--attribution", str(root / "ATTRIBUTION.md"),
+            "--licenses-json", str(root / "licenses.json"), "--licenses-table", str(root / "tracks.tsv"),
             "--manifest", str(root / "manifest.parquet"), "--device", "cpu", "--out", str(run / "done.json"), *extra]
 
 
@@ -270,7 +270,7 @@ def test_training_loss_decreases_resumes_exactly_and_checks_the_codec(tmp_path, 
     pd.testing.assert_frame_equal(pd.read_csv(r1 / "log.csv")[cols], pd.read_csv(r2 / "log.csv")[cols])
     # a codec that is not the token store's is refused, naming both
     other = build_tiny_dac(tmp_path / "other.pth", seed=1)
-    with pytest.raises(ValueError, match="is not the codec of the token store"):
+    with pytest.raises(ValueError, match="is not the codec of the token shards"):
         RefinerTrainer(parse_args(_refiner_argv(root, tmp_path / "c", other)))
     with pytest.raises(SystemExit):
         parse_args(_refiner_argv(root, tmp_path / "d", dac_file, extra=["--kappa", "0"]))

@@ -10,11 +10,17 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from ssmttm import settings
 from ssmttm.data import segment as seg
 
 SR = 44_100
 CLIP = 2.0
 N_CLIP = int(CLIP * SR)
+
+
+def _cfg(**keys) -> seg.SegmentSettings:
+    """The stage's settings: schema defaults, then ``keys`` (config keys of segment, filter, segment.checks)."""
+    return settings.resolve(seg.SegmentSettings, keys)
 
 
 def _music(seconds: float, sr: int = SR, channels: int = 2, seed: int = 0) -> np.ndarray:
@@ -63,13 +69,13 @@ def shard(tmp_path):
     return tmp_path
 
 
-def _run(root: Path, cfg: seg.SegmentConfig, shard="07", receipt="07.json", cands="candidates.tsv"):
+def _run(root: Path, cfg: seg.SegmentSettings, shard="07", receipt="07.json", cands="candidates.tsv"):
     return seg.segment_shard(shard, root / cands, root / receipt, root / "audio",
                              root / "clips" / shard, root / "clips" / f"{shard}.tsv", cfg)
 
 
 def test_shard_rejections_and_clips(shard):
-    df = _run(shard, seg.SegmentConfig(clip_seconds=CLIP, position="center"))
+    df = _run(shard, _cfg(clip_seconds=CLIP, position="center"))
     back = pd.read_csv(shard / "clips" / "07.tsv", sep="\t", dtype={"shard": str, "clip_id": str})
     assert list(back.columns) == seg.COLUMNS
     assert len(back) == len(df) == 8  # 108 belongs to shard 08
@@ -104,7 +110,7 @@ def test_positions_cut_the_right_samples(tmp_path, position):
     _tsv(tmp_path / "candidates.tsv", [_cand(103, "flac", 7.0)])
     (tmp_path / "03.json").write_text(json.dumps(
         {"shard": "03", "status": "ok", "reason": "", "tracks": {"03/103.flac": "ok"}}))
-    df = _run(tmp_path, seg.SegmentConfig(clip_seconds=CLIP, position=position, seed=5), shard="03",
+    df = _run(tmp_path, _cfg(clip_seconds=CLIP, position=position, seed=5), shard="03",
               receipt="03.json")
     assert (df["status"] == "ok").all()
     expect = {"start": [0.0], "center": [2.5], "all": [0.0, 2.0, 4.0]}.get(position)
@@ -131,13 +137,13 @@ def test_random_offset_independent_of_order_and_shard(tmp_path):
     _tsv(tmp_path / "one.tsv", cands[1:2])
     (tmp_path / "01.json").write_text(json.dumps(
         {"shard": "01", "status": "ok", "reason": "", "tracks": {c["path"]: "ok" for c in cands}}))
-    cfg = seg.SegmentConfig(clip_seconds=CLIP, position="random", seed=0)
+    cfg = _cfg(clip_seconds=CLIP, position="random", seed=0)
     runs = [_run(tmp_path, cfg, "01", "01.json", c).set_index("track_num")["offset"]
             for c in ("all.tsv", "rev.tsv", "one.tsv")]
     assert runs[0].to_dict() == runs[1].to_dict()
     assert runs[2][201] == runs[0][201]
     assert len(set(runs[0].tolist())) == 3  # different tracks get different windows
-    other = _run(tmp_path, seg.SegmentConfig(clip_seconds=CLIP, position="random", seed=1),
+    other = _run(tmp_path, _cfg(clip_seconds=CLIP, position="random", seed=1),
                  "01", "01.json", "all.tsv").set_index("track_num")["offset"]
     assert other.to_dict() != runs[0].to_dict()
 
@@ -151,7 +157,7 @@ def test_all_mode_rejects_a_silent_window_only(tmp_path):
     _tsv(tmp_path / "c.tsv", [_cand(102, "flac", 6.0)])
     (tmp_path / "02.json").write_text(json.dumps(
         {"shard": "02", "status": "ok", "reason": "", "tracks": {"02/102.flac": "ok"}}))
-    df = _run(tmp_path, seg.SegmentConfig(clip_seconds=CLIP, position="all"), "02", "02.json", "c.tsv")
+    df = _run(tmp_path, _cfg(clip_seconds=CLIP, position="all"), "02", "02.json", "c.tsv")
     assert list(df["status"]) == ["ok", "rejected", "ok"]
     assert df["reason"][1].startswith("silent clip: ") and "102_001" in df["reason"][1]
     assert sorted(p.name for p in (tmp_path / "clips" / "02").iterdir()) == ["102_000.flac", "102_002.flac"]
@@ -160,7 +166,7 @@ def test_all_mode_rejects_a_silent_window_only(tmp_path):
 def test_missing_tar_and_empty_shard_give_valid_tables(shard):
     (shard / "missing.json").write_text(json.dumps(
         {"shard": "07", "status": "missing", "reason": "tar not on the mirror", "tracks": {}}))
-    df = _run(shard, seg.SegmentConfig(clip_seconds=CLIP), receipt="missing.json")
+    df = _run(shard, _cfg(clip_seconds=CLIP), receipt="missing.json")
     assert len(df) == 8 and (df["status"] == "rejected").all() and (df["stage"] == "fetch").all()
     assert df["reason"].str.contains("tar not on the mirror").all()
     assert list((shard / "clips" / "07").iterdir()) == []
@@ -179,7 +185,7 @@ def test_rerun_removes_stale_clips_and_bad_flags_fail(shard):
     out.mkdir(parents=True)
     (out / "999_000.flac").write_bytes(b"old")
     (out / "notes.txt").write_text("not ours")
-    _run(shard, seg.SegmentConfig(clip_seconds=CLIP))
+    _run(shard, _cfg(clip_seconds=CLIP))
     assert not (out / "999_000.flac").exists() and (out / "notes.txt").exists()
     with pytest.raises(SystemExit):
         seg.main(["--shard", "07", "--candidates", str(shard / "candidates.tsv"), "--receipt",
@@ -206,7 +212,7 @@ def test_header_longer_than_audio_replans_window(tmp_path):
     _tsv(tmp_path / "c.tsv", [_cand(104, "mp3", 8.0)])
     (tmp_path / "04.json").write_text(json.dumps(
         {"shard": "04", "status": "ok", "reason": "", "tracks": {"04/104.mp3": "ok"}}))
-    df = _run(tmp_path, seg.SegmentConfig(clip_seconds=CLIP, position="center"), "04", "04.json", "c.tsv")
+    df = _run(tmp_path, _cfg(clip_seconds=CLIP, position="center"), "04", "04.json", "c.tsv")
     assert list(df["status"]) == ["ok"]
     start = (len(decoded) - N_CLIP) // 2
     assert df["offset"][0] == pytest.approx(start / SR, abs=1e-6)

@@ -37,10 +37,13 @@ def write_inputs(tmp_path, nums, secs, licences, allowed, sdd, extra_rows=""):
     return tracks, table, sddf
 
 
+def metadata_flags(tracks, sddf):
+    return ["--metadata", f"cleantags={tracks}", f"song_describer={sddf}"]
+
+
 def run_select(tmp_path, tracks, table, sddf, *flags):
     out = tmp_path / "sel"
-    rc = S.main(["--tracks", str(tracks), "--licenses-table", str(table), "--song-describer", str(sddf),
-                 "--out-dir", str(out), *flags])
+    rc = S.main([*metadata_flags(tracks, sddf), "--licenses-table", str(table), "--out-dir", str(out), *flags])
     assert rc == 0
     cand = pd.read_csv(out / "candidates.tsv", sep="\t", dtype={"shard": str}, keep_default_na=False)
     rej = pd.read_csv(out / "rejected.tsv", sep="\t", dtype={"shard": str}, keep_default_na=False)
@@ -116,7 +119,7 @@ def test_position_all_and_keep_song_describer(tmp_path):
     tracks, table, sddf = write_inputs(tmp_path, nums, secs, dict.fromkeys(nums, "by"),
                                        dict.fromkeys(nums, True), [200])
     cand, rej, rep = run_select(tmp_path, tracks, table, sddf, "--shards", "1", "--position", "all",
-                                "--keep-song-describer")
+                                "--exclude-song-describer", "false")
     assert dict(zip(cand["track_num"], cand["n_clips_planned"])) == {100: 3, 200: 1, 300: 1}
     assert rep["planned_clips"] == 5 and rep["planned_hours"] == pytest.approx(5 * 30 / 3600, abs=1e-4)
     assert len(rej) == 0
@@ -132,9 +135,7 @@ def test_position_all_and_keep_song_describer(tmp_path):
 def test_bad_licence_table_fails_naming_file(tmp_path):
     tracks, table, sddf = write_inputs(tmp_path, [100], [40.0], {100: "by"}, {100: True}, [])
     pd.DataFrame({"track_id": ["track_0000100"], "licence": ["by"]}).to_csv(table, sep="\t", index=False)
-    rc = S.main(["--tracks", str(tracks), "--licenses-table", str(table), "--song-describer", str(sddf),
-                 "--shards", "1", "--out-dir", str(tmp_path / "o")])
+    rc = S.main([*metadata_flags(tracks, sddf), "--licenses-table", str(table), "--shards", "1", "--out-dir", str(tmp_path / "o")])
     assert rc == 2 and not (tmp_path / "o" / "candidates.tsv").exists()
     with pytest.raises(SystemExit):
-        S.main(["--tracks", str(tracks), "--licenses-table", str(table), "--song-describer", str(sddf),
-                "--shards", "101", "--out-dir", str(tmp_path / "o")])
+        S.main([*metadata_flags(tracks, sddf), "--licenses-table", str(table), "--shards", "101", "--out-dir", str(tmp_path / "o")])

@@ -62,7 +62,8 @@ def built(tmp_path_factory):
     }
     out, plots = tmp / "tables", tmp / "plots"
     rc = tables.main(["--scores", *map(str, files), str(bad), "--studies", json.dumps(studies),
-                      "--out-dir", str(out), "--plots-dir", str(plots)])
+                      "--out-dir", str(out), "--plots",
+                      *[str(plots / f"curves_vs_{x}.{ext}") for x in ("steps", "flops") for ext in ("png", "svg")]])
     assert rc == 0
     return out, plots
 
@@ -175,18 +176,33 @@ def test_paper_fd_on_a_twin_axis_of_our_fd():
     assert evalcurves._panels(study[study.metric != "fd_clap"]) == (["kl_passt", "fd_paper"], None)
 
 
-def test_formatting_and_bad_studies():
+def test_formatting():
     assert tables.fmt_value(164.0, 1.234) == "164 ± 1"
     assert tables.fmt_value(0.06, 0.0123) == "0.0600 ± 0.0123"
     assert tables.fmt_value(0.237, 0.0123) == "0.237 ± 0.012"
     assert tables.fmt_value(5.17, None) == "5.17"
     assert tables.fmt_value(math.nan) == ""
-    with pytest.raises(ValueError, match="kind"):
-        tables.parse_studies(json.dumps({"x": {"kind": "bar", "experiments": []}}))
-    with pytest.raises(ValueError, match="study name"):
-        tables.parse_studies(json.dumps({"../x": {"kind": "curve", "experiments": []}}))
+
+def test_studies_are_checked_against_the_schema_and_filled_from_it(tmp_path, capsys):
+    """--studies (or the rule's --settings) is the config's studies: the schema names a bad one, fills the rest."""
+    for studies, msg in (({"x": {"kind": "bar", "experiments": ["a"]}}, "'bar' is not one of"),
+                         ({"../x": {"kind": "curve", "experiments": ["a"]}}, "'../x' does not match"),
+                         ({"x": {"kind": "curve"}}, "'experiments' is a required property")):
+        with pytest.raises(SystemExit):
+            tables.main(["--scores", "x.json", "--studies", json.dumps(studies), "--out-dir", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert "--studies / config key studies" in err and msg in err
     with pytest.raises(SystemExit):
-        tables.main(["--scores", "x.json", "--studies", "not json", "--out-dir", "/nonexistent"])
+        tables.main(["--scores", "x.json", "--studies", "not json", "--out-dir", str(tmp_path)])
+    assert tables.with_defaults({"x": {"kind": "curve", "experiments": ["a"]}}) == {
+        "x": {"kind": "curve", "experiments": ["a"], "title": "x", "published": True, "step": None}}
+    # as the rule runs it
+    scores = tmp_path / "s.json"
+    scores.write_text(json.dumps({"rows": [row("fad_vggish", 1.5, system_kind="ground_truth")]}))
+    assert tables.main(["--scores", str(scores), "--settings", json.dumps({"studies": {
+        "x": {"kind": "comparison", "experiments": ["a"], "title": "", "published": False, "step": None}}}),
+        "--out-dir", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "x.md").read_text().startswith("# x")
 
 
 def test_published_flops_are_computed():

@@ -73,9 +73,9 @@ def tex_files(tmp_path_factory):
         run_args.append(f"{name}={d}")
     manifest = tmp / "manifest.parquet"
     pd.DataFrame({"clip_id": ["a", "b"], "split": ["train", "valid"], "seconds": [3600.0, 60.0]}).to_parquet(manifest)
-    cfg = {"experiments": {"simba_k1": {"variant": "prefix-simba", "preset": "paper", "kappa": 1, "steps": 100_000}},
-           "train": {"batch_size": 4, "grad_accum": 32, "max_frames": 2584}}
-    assert claims.main(["--config-json", json.dumps(cfg), "--manifest", str(manifest), "--runs", *run_args,
+    cfg = {"variant": "prefix-simba", "preset": "paper", "kappa": 1, "steps": 100_000, "batch_size": 4,
+           "grad_accum": 32, "max_frames": 2584}
+    assert claims.main(["--settings", json.dumps(cfg), "--manifest", str(manifest), "--runs", *run_args,
                         "--experiment", "simba_k1", "--out-dir", str(out)]) == 0
     files = sorted(out.glob("*.tex"))
     assert [f.name for f in files] == ["claims.tex", "curves.tex", "kappa.tex", "matched.tex"]

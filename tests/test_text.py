@@ -50,7 +50,7 @@ def text_store(t5, tmp_path_factory):
     _, receipt, _ = t5
     root = tmp_path_factory.mktemp("text")
     man = _manifest(root / "manifest.parquet")
-    rc = embed.main(["--manifest", str(man), "--encoder", str(receipt), "--device", "cpu", "--batch-size", "2",
+    rc = embed.main(["--manifest", str(man), "--text-encoder", str(receipt), "--device", "cpu", "--batch-size", "2",
                      "--max-length", "16", "--out-dir", str(root / "t5_tiny")])
     assert rc == 0
     return root / "t5_tiny"
@@ -148,7 +148,7 @@ def test_text_embed_deterministic(t5, text_store, tmp_path):
     _, receipt, _ = t5
     # rows in another order, bigger batches: same ids and identical bytes
     man = _manifest(tmp_path / "m.parquet", dict(reversed(list(CLIPS.items()))))
-    embed.main(["--manifest", str(man), "--encoder", str(receipt), "--device", "cpu", "--batch-size", "64",
+    embed.main(["--manifest", str(man), "--text-encoder", str(receipt), "--device", "cpu", "--batch-size", "64",
                 "--max-length", "16", "--out-dir", str(tmp_path / "again")])
     for f in ("index.parquet", "clips.parquet", "meta.json"):
         assert io.sha256_file(tmp_path / "again" / f) == io.sha256_file(text_store / f), f
@@ -156,7 +156,7 @@ def test_text_embed_deterministic(t5, text_store, tmp_path):
     b = np.load(text_store / "embeddings.npy")
     np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-3)
     # the same flags: byte-identical embeddings
-    embed.main(["--manifest", str(man), "--encoder", str(receipt), "--device", "cpu", "--batch-size", "2",
+    embed.main(["--manifest", str(man), "--text-encoder", str(receipt), "--device", "cpu", "--batch-size", "2",
                 "--max-length", "16", "--out-dir", str(tmp_path / "same")])
     assert io.sha256_file(tmp_path / "same" / "embeddings.npy") == io.sha256_file(text_store / "embeddings.npy")
 
@@ -204,11 +204,11 @@ def test_store_rejects_bad_folder(tmp_path, text_store):
 def test_cli_rejects_bad_flags(tmp_path, t5):
     _, receipt, _ = t5
     with pytest.raises(SystemExit):
-        embed.main(["--manifest", str(tmp_path / "none.parquet"), "--encoder", str(receipt), "--out-dir", str(tmp_path)])
+        embed.main(["--manifest", str(tmp_path / "none.parquet"), "--text-encoder", str(receipt), "--out-dir", str(tmp_path)])
     man = _manifest(tmp_path / "m.parquet")
     with pytest.raises(SystemExit):
-        embed.main(["--manifest", str(man), "--encoder", str(receipt), "--batch-size", "0", "--out-dir", str(tmp_path)])
-    assert embed.main(["--manifest", str(man), "--encoder", str(tmp_path / "missing.json"),
+        embed.main(["--manifest", str(man), "--text-encoder", str(receipt), "--batch-size", "0", "--out-dir", str(tmp_path)])
+    assert embed.main(["--manifest", str(man), "--text-encoder", str(tmp_path / "missing.json"),
                        "--out-dir", str(tmp_path / "o")]) == 2
 
 

@@ -111,14 +111,19 @@ def test_store_global_index(tmp_path):
     write_shard(tmp_path / "00", a, META)
     write_shard(tmp_path / "01", b, META)
     write_shard(tmp_path / "02", [], META)
-    (tmp_path / "ceiling").mkdir()  # not a shard: ignored
-    store = TokenStore(tmp_path)
+    with pytest.raises(TypeError, match="list of shard folders"):
+        TokenStore(tmp_path)  # never a root folder to look around in
+    store = TokenStore([tmp_path / "00", tmp_path / "01", tmp_path / "02"])
     assert len(store) == 5 and list(store.index["shard"]) == ["00"] * 3 + ["01"] * 2
     assert isinstance(store.index, pd.DataFrame)
     for i, (_, c) in enumerate(a + b):
         np.testing.assert_array_equal(store.codes(i), c)
     np.testing.assert_array_equal(store.codes(-1, kappa=1), b[-1][1][:1])
-    assert len(TokenStore(tmp_path, shards=["01"])) == 2
+    assert len(TokenStore([tmp_path / "01"])) == 2
+    with pytest.raises(TokenStoreError, match="no token shards"):
+        TokenStore([])
+    with pytest.raises(TokenStoreError, match="twice"):
+        TokenStore([tmp_path / "01", tmp_path / "01"])
     write_shard(tmp_path / "03", clips(1), {**META, "weights_sha256": "cd" * 32})
     with pytest.raises(TokenStoreError, match="weights_sha256"):
-        TokenStore(tmp_path)
+        TokenStore([tmp_path / "00", tmp_path / "03"])

@@ -58,7 +58,7 @@ def corpus(tmp_path_factory):
 
 def _tokenize(corpus, out, shard="00", batch=8, text=None):
     return tokenize.main(["--shard", shard, "--manifest", str(corpus["manifest"]), "--text-clips",
-                          str(text or corpus["text"]), "--codec", "dac", "--weights", str(corpus["receipt"]),
+                          str(text or corpus["text"]), "--codec", "dac", "--codec-weights", str(corpus["receipt"]),
                           "--device", "cpu", "--batch-size", str(batch), "--out-dir", str(out)])
 
 
@@ -145,7 +145,7 @@ def test_sample_clips_seeded():
 def test_ceiling_stage_and_summary(tokens, corpus, tmp_path):
     out = tmp_path / "ceiling" / "00.tsv"
     args = ["--shard", "00", "--tokens", str(tokens), "--manifest", str(corpus["manifest"]), "--codec", "dac",
-            "--weights", str(corpus["receipt"]), "--device", "cpu", "--clips-per-shard", "3", "--seed", "0",
+            "--codec-weights", str(corpus["receipt"]), "--device", "cpu", "--clips-per-shard", "3", "--seed", "0",
             "--kappas", "1", "4", "9", "--out", str(out)]
     assert ceiling.main(args) == 0
     df = pd.read_csv(out, sep="\t", dtype={"shard": str})

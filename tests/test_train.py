@@ -23,7 +23,7 @@ from ssmttm.models.config import from_preset
 from ssmttm.models.lm import LM
 from ssmttm.tokens.store import write_shard
 from ssmttm.train import card, data, flops, schedule
-from ssmttm.train.loop import LOG_COLUMNS, Trainer, main, param_groups
+from ssmttm.train.loop import LOG_COLUMNS, Trainer, main, param_groups, parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 K, D, T = 4, 8, 200
@@ -69,16 +69,33 @@ def make_fixture(root: Path, oov_clip: int | None = None, codec_sha256: str = "a
                                            "hours_included": 0.07, "nc_fraction": 0.5, "nd_fraction": 0.0,
                                            "per_licence": {"by": {"tracks_included": 4, "hours_included": 0.03,
                                                                   "tracks_excluded": 1}}})
-    io.write_text(root / "ATTRIBUTION.md", "# Attribution\n- c0: Song by Someone (CC BY)\n")
-    io.write_text(root / "manifest.parquet", "stand-in manifest bytes\n")
+    write_licence_table(root / "tracks.tsv", sorted({cid for cid in clips}))
+    pd.DataFrame({"clip_id": list(clips), "track_id": list(clips), "shard": "00",
+                  "split": [v[0] for v in clips.values()]}).to_parquet(root / "manifest.parquet")
     return root
 
 
+def write_licence_table(path: Path, track_ids, licence=lambda i: "by-nc" if i % 2 else "by", allowed=lambda i: True):
+    """The licence audit's tracks.tsv for ``track_ids``: licence(i)/allowed(i) of the i-th track."""
+    from ssmttm.data.licenses import TRACK_TABLE_COLUMNS
+
+    rows = []
+    for i, tid in enumerate(track_ids):
+        code = licence(i)
+        rows.append({"track_id": tid, "track_num": str(i), "path": f"00/{i}.mp3", "shard": "00", "seconds": "30.0",
+                     "licence": code, "licence_version": "3.0",
+                     "licence_url": f"http://creativecommons.org/licenses/{code}/3.0/", "title": f"Song {i}",
+                     "artist": f"Artist {i}", "track_url": f"https://www.jamendo.com/track/{i}",
+                     "attribution": f"Song {i} by Artist {i}, CC {code.upper()} 3.0", "allowed": str(allowed(i)),
+                     "reason": "" if allowed(i) else "licence not allowed"})
+    pd.DataFrame(rows, columns=list(TRACK_TABLE_COLUMNS)).to_csv(path, sep="\t", index=False)
+
+
 def argv(root: Path, run: Path, steps=12, extra=()):
-    return ["--run-dir", str(run), "--experiment", "tiny", "--tokens", str(root / "tokens"), "--text", str(root / "text"),
+    return ["--run-dir", str(run), "--experiment", "tiny", "--tokens", str(root / "tokens" / "00"), "--text", str(root / "text"),
             "--variant", "prefix-simba", "--preset", "tiny", "--kappa", "2", "--seed", "3", "--steps", str(steps),
-            "--checkpoint-every", "4", "--warmup", "3", "--batch-size", "2", "--grad-accum", "2", "--max-frames", "64",
-            "--log-every", "1", "--licenses", str(root / "licenses.json"), "--attribution", str(root / "ATTRIBUTION.md"),
+            "--checkpoint-every", "4", "--warmup-steps", "3", "--batch-size", "2", "--grad-accum", "2", "--max-frames", "64",
+            "--log-every", "1", "--licenses-json", str(root / "licenses.json"), "--licenses-table", str(root / "tracks.tsv"),
             "--manifest", str(root / "manifest.parquet"), "--out", str(run / "done.json"), *extra]
 
 
@@ -232,9 +249,14 @@ def test_run_outputs_card_and_done(full_run, fixture_root):
                 "tokens_seen", "flops_6nd", "codec", "text_encoder", "manifest_sha256", "licences"):
         assert key in meta, key
     assert meta["manifest_sha256"] == io.sha256_file(fixture_root / "manifest.parquet")
-    assert meta["licences"] == io.read_json(fixture_root / "licenses.json")
+    # the licences of the training split (c0..c5; c6, c7 are validation clips), not the whole audit
+    lic = meta["licences"]
+    assert lic["n_tracks"] == N_TRAIN and lic["per_licence"]["by"]["tracks"] == 3
+    assert lic["per_licence"]["by-nc"]["tracks"] == 3 and lic["nc_fraction"] == 0.5
     assert meta["codec"]["key"] == "dac_44khz" and meta["text_encoder"]["key"] == "flan_t5_tiny"
-    assert (ck / "ATTRIBUTION.md").read_bytes() == (fixture_root / "ATTRIBUTION.md").read_bytes()
+    attribution = (ck / "ATTRIBUTION.md").read_text()
+    assert all(f"Song {i} by Artist {i}" in attribution for i in range(N_TRAIN))
+    assert "Song 6 " not in attribution and "Song 7 " not in attribution
     cj = io.read_json(ck / "card.json")
     assert cj["meta"]["step"] == 12 and cj["lm_config"]["n_codebooks"] == 2 and cj["recipe"]["lr"] == 1e-4
     md = (ck / "MODEL_CARD.md").read_text()
@@ -319,7 +341,7 @@ def test_nonfinite_weights_are_never_checkpointed(fixture_root, tmp_path):
         out = real_step(*a, **k)
         if trainer.step == 1:  # the update of step 2, a checkpoint step
             with torch.no_grad():
-                trainer.lm.heads[0].weight[0, 0] = float("inf")
+                trainer.net.heads[0].weight[0, 0] = float("inf")
         return out
 
     trainer.optimizer.step = blow_up
@@ -388,11 +410,81 @@ def test_csv_log_truncates_after_resumed_step_and_torn_line(tmp_path):
 def test_bad_flags_fail_fast(fixture_root, tmp_path, capsys):
     from ssmttm.train.loop import parse_args
 
-    for extra, msg in ((["--model-overrides", "{d_model: 64"], "--model-overrides"),
-                       (["--cfg-dropout", "1.5"], "--cfg-dropout"), (["--grad-accum", "0"], "--grad-accum")):
+    for extra, msg in ((["--model", "{d_model: 64"], "--model"),
+                       (["--cfg-dropout", "1.5"], "--cfg-dropout / config key train.cfg_dropout"),
+                       (["--grad-accum", "0"], "--grad-accum / config key train.grad_accum"),
+                       (["--variant", "prefix-lstm"], "--variant / config key experiments.*.variant"),
+                       (["--settings", '{"warmup": 3}'], "unknown key(s) ['warmup']")):
         with pytest.raises(SystemExit):
             parse_args(argv(fixture_root, tmp_path / "run", extra=extra))
         assert msg in capsys.readouterr().err
-    cfg = parse_args(argv(fixture_root, tmp_path / "run", extra=["--model-overrides", '{"n_codebooks": 3}']))
+    cfg = parse_args(argv(fixture_root, tmp_path / "run", extra=["--model", '{"n_codebooks": 3}']))
     with pytest.raises(ValueError, match="n_codebooks=3 contradicts 2"):
         Trainer(cfg)
+
+
+def test_settings_come_from_the_schema_then_the_rule_then_the_flags(fixture_root, tmp_path):
+    """One home per default: a key not given anywhere takes the schema's default; the rule's --settings
+    JSON overrides it; a flag typed by hand overrides both."""
+    from ssmttm import settings
+    from ssmttm.train.loop import parse_args
+
+    schema = settings.defaults(("train", "experiments.*"))
+    base = argv(fixture_root, tmp_path / "run")
+    cfg = parse_args(base)
+    assert cfg.num_workers == schema["num_workers"] and cfg.keep_last == schema["keep_last"]
+    assert cfg.label_smoothing == schema["label_smoothing"] and cfg.warmup_steps == 3
+    cfg = parse_args([*base, "--settings", '{"label_smoothing": 0.2, "warmup_steps": 7, "num_workers": 0}'])
+    assert (cfg.label_smoothing, cfg.warmup_steps, cfg.num_workers) == (0.2, 3, 0)  # the typed flag wins
+
+
+def test_stale_shards_beside_the_declared_ones_are_never_opened(tmp_path, monkeypatch):
+    """A shard folder left by an earlier run (here an NC track's tokens, excluded by the current
+    commercial-ok audit) sits beside the current shard: training opens only the shards it is given,
+    trains on the manifest's clips only, and its attribution lists exactly the training split's tracks."""
+    from ssmttm.tokens import store as token_store
+
+    root = make_fixture(tmp_path / "data")
+    stale = [({"clip_id": "nc0", "track_id": "nc0", "shard": "07", "split": "train", "licence": "by-nc",
+               "caption_ids": [1], "audio_sha256": "0" * 64}, clip_codes(99))]
+    write_shard(root / "tokens" / "07", stale, {"codec": "dac", "weights": "dac_44khz", "weights_sha256": "ab" * 32,
+                                                "sample_rate": 44100, "frame_rate": 86.1328125, "n_codebooks": K,
+                                                "cardinality": 1024})
+    ids = sorted(f"c{i}" for i in range(N_TRAIN + N_VALID)) + ["nc0"]
+    write_licence_table(root / "tracks.tsv", ids, licence=lambda i: "by-nc" if ids[i] == "nc0" else "by",
+                        allowed=lambda i: ids[i] != "nc0")  # commercial-ok: the NC track is excluded
+    opened = []
+    real_init = token_store.TokenShard.__init__
+
+    def spy(self, path, *a, **kw):
+        opened.append(Path(path).name)
+        real_init(self, path, *a, **kw)
+
+    monkeypatch.setattr(token_store.TokenShard, "__init__", spy)
+    trainer = Trainer(parse_args(argv(root, tmp_path / "run", steps=4)))  # --tokens <root>/tokens/00, as the rule passes
+    assert set(opened) == {"00"}
+    assert trainer.train_ds.clip_ids == [f"c{i}" for i in range(N_TRAIN)] and "nc0" not in trainer.train_ds.track_ids
+    done = trainer.run()
+    ck = Path(done["checkpoint"]) if "checkpoint" in done else tmp_path / "run" / "ckpt" / "step_0000004"
+    attribution = (ck / "ATTRIBUTION.md").read_text()
+    listed = re.findall(r"Song (\d+) by", attribution)
+    assert sorted(int(i) for i in listed) == list(range(N_TRAIN))  # the train split exactly: no valid, no stale
+    assert set(opened) == {"00"}
+    # a licence table that does not allow a track of the split fails before any step
+    write_licence_table(root / "tracks.tsv", ids, allowed=lambda i: ids[i] not in ("c0", "nc0"))
+    with pytest.raises(Exception, match="c0"):
+        Trainer(parse_args(argv(root, tmp_path / "run2", steps=4)))
+
+
+def test_the_train_rule_hands_over_exactly_the_configured_shards(repo, tmp_path):
+    """Whatever else lies under results/tokens, the rule lists the config's shards, input by input."""
+    (tmp_path / "results" / "tokens" / "dac_tiny" / "77").mkdir(parents=True)
+    r = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "-p", "--cores", "1", "--snakefile",
+                        str(repo / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                        str(repo / "config" / "demo.yaml")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [ln for ln in r.stdout.splitlines() if "python -m ssmttm train " in ln]
+    assert lines
+    for line in lines:
+        tokens = re.search(r"--tokens (.*?) --text", line).group(1).split()
+        assert tokens == [f"results/tokens/dac_tiny/{s:02d}" for s in range(5)]

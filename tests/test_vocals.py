@@ -15,8 +15,10 @@ import soundfile as sf
 torch = pytest.importorskip("torch")
 pytest.importorskip("demucs")
 
+from ssmttm import settings  # noqa: E402
 from ssmttm.data import segment as seg  # noqa: E402
 from ssmttm.data import vocals as v  # noqa: E402
+from ssmttm.data.options import VocalsSettings  # noqa: E402
 
 SR = 44_100
 SECONDS = 1.5
@@ -146,7 +148,8 @@ def test_separate_shard_rejects_broken_and_continues(tmp_path, tiny):
 
 def test_keep_mode_links(tmp_path):
     table = _segment_table(tmp_path)
-    v.main(["--shard", "00", "--clips", str(table), "--mode", "keep",
+    # as the rule passes it with vocals.mode keep: --model-path with no value (no weights input)
+    v.main(["--shard", "00", "--clips", str(table), "--model-path", "--settings", '{"mode": "keep"}',
             "--out-dir", str(tmp_path / "kv"), "--table", str(tmp_path / "kv.tsv")])
     df = pd.read_csv(tmp_path / "kv.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert list(df["status"]) == ["ok", "ok", "rejected", "rejected"]
@@ -179,7 +182,9 @@ def test_model_path_from_weights_receipt(tmp_path, tiny):
                                                      "kind": "file", "bytes": path.stat().st_size})
     assert v.checkpoint_file(tmp_path / "htdemucs_tiny.json") == folder / path.name
     assert v.checkpoint_file(folder) == folder / path.name
-    remover = v.HTDemucsRemover(tmp_path / "htdemucs_tiny.json", device="cpu")
+    knobs = settings.resolve(VocalsSettings, {"mode": "separate", "device": "cpu"})
+    remover = v.HTDemucsRemover(tmp_path / "htdemucs_tiny.json", device=knobs.device, shifts=knobs.shifts,
+                                overlap=knobs.overlap, batch_size=knobs.batch_size)
     from ssmttm.io import sha256_file
 
     assert remover.model_sha256 == sha256_file(path)

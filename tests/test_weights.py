@@ -128,18 +128,28 @@ def test_resolve_detects_truncated_file(cwd):
         weights.resolve("w", "m")
 
 
-def test_cli(cwd):
+def test_cli(cwd, capsys):
     src = cwd / "m.bin"
     src.write_bytes(b"cli")
-    rc = weights.main(["--name", "m", "--source", str(src), "--revision", "", "--sha256", "",
-                       "--licence", "CC-BY-4.0", "--dir", "w", "--receipt", "w/m.json"])
+    rc = weights.main(["--name", "m", "--source", str(src), "--licence", "CC-BY-4.0", "--dir", "w",
+                       "--receipt", "w/m.json"])
     assert rc == 0
     assert json.loads((cwd / "w/m.json").read_text())["licence"] == "CC-BY-4.0"
-    assert weights.main(["--name", "m", "--source", str(src), "--sha256", "1" * 64, "--dir", "w"]) == 2
-    with pytest.raises(SystemExit):
-        weights.main(["--name", "m", "--source", str(src), "--sha256", "xyz", "--dir", "w"])
-    with pytest.raises(SystemExit):
-        weights.main(["--name", "m", "--source", "hf://only-owner", "--dir", "w"])
+    base = ["--name", "m", "--licence", "MIT", "--dir", "w"]
+    assert weights.main([*base, "--source", str(src), "--sha256", "1" * 64]) == 2
+    # the same settings as the rule's JSON (weights + weights.models.<name>); typed flags override it
+    js = json.dumps({"dir": "w", "source": str(src), "licence": "MIT", "sha256": "1" * 64})
+    assert weights.main(["--name", "m", "--settings", js]) == 2
+    assert weights.main(["--name", "m", "--settings", js, "--sha256", io.sha256_file(src)]) == 0
+    for bad, msg in ((["--source", str(src), "--sha256", "xyz"], "--sha256 / config key weights.models.*.sha256"),
+                     (["--source", str(src), "--timeout-s", "0"], "--timeout-s / config key weights.timeout_s"),
+                     (["--source", "hf://only-owner"], "hf://owner/repo")):
+        with pytest.raises(SystemExit):
+            weights.main([*base, *bad])
+        assert msg in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # licence: a required key of a weights entry, so a required flag
+        weights.main(["--name", "m", "--source", str(src), "--dir", "w"])
+    assert "--licence / config key weights.models.*.licence: required" in capsys.readouterr().err
 
 
 def test_parse_hf():
@@ -247,6 +257,7 @@ def _run_stage(cwd, args, **env):
 
     full = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))}
     full.update(HF_HOME=str(cwd / "hf_home"), PYTHONPATH=os.pathsep.join(sys.path), **env)
+    args = [*args, "--licence", "test"] if "--licence" not in args else args
     return subprocess.run([sys.executable, "-m", "ssmttm", "weights", *args], cwd=cwd, env=full,
                           capture_output=True, text=True, timeout=120)
 
@@ -270,7 +281,7 @@ def _nothing_left(weights_dir, name):
 
 def test_unreachable_https_source(cwd):
     url = f"http://127.0.0.1:{_closed_port()}/weights.pth"
-    res = _run_stage(cwd, ["--name", "dac_44khz", "--source", url, "--dir", "w", "--retries", "0", "--timeout", "5"])
+    res = _run_stage(cwd, ["--name", "dac_44khz", "--source", url, "--dir", "w", "--retries", "0", "--timeout-s", "5"])
     msg = _one_paragraph(res, "'dac_44khz'", url, "refused", "proxy", f"curl -L -o weights.pth {url}",
                          "weights.models.dac_44khz.source")
     assert "w/dac_44khz/" in msg and "w/dac_44khz.json" in msg

@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from ssmttm.errors import SsmttmError
+
 # config name -> "module:factory"; factory(weights_path, device) -> Codec
 CODECS: dict[str, str] = {
     # descript-audio-codec's DAC (44.1 kHz release: 9 x 1024 codes, hop 512; demo: a tiny DAC).
@@ -31,7 +33,7 @@ CODECS: dict[str, str] = {
 }
 
 
-class CodecError(RuntimeError):
+class CodecError(SsmttmError, RuntimeError):
     """A codec or weights file that cannot be used; the message names the file or the argument."""
 
 

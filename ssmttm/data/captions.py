@@ -15,6 +15,7 @@ Captioners live in :mod:`ssmttm.data.captioners` (registry name -> lazy factory)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -22,8 +23,11 @@ import re
 from pathlib import Path
 
 from ssmttm import audio as audio_io
-from ssmttm.data.captioners import CAPTIONERS, Captioner, CaptionerOptions, ClipError, ClipInfo, build
+from ssmttm import settings
+from ssmttm.data.captioners import Captioner, ClipError, ClipInfo, build
+from ssmttm.data.options import CaptionsSettings
 from ssmttm.data.captioners.tiny import build_tiny_qwen2_audio, build_tiny_text_lm  # noqa: F401 (re-export)
+from ssmttm.weight_cache import local_path
 
 log = logging.getLogger("ssmttm.captions")
 
@@ -135,8 +139,9 @@ def caption_clips(
     return results
 
 
-def run(args: argparse.Namespace) -> dict[str, int]:
-    """Caption one shard and write ``args.out``; returns counts of ok / rejected rows."""
+def run(args: argparse.Namespace, cfg: CaptionsSettings) -> dict[str, int]:
+    """Caption one shard (files from ``args``, settings ``cfg``) and write ``args.out``; returns counts of
+    ok / rejected rows."""
     import pandas as pd
 
     from ssmttm.io import write_table
@@ -154,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
             "shard": rec.get("shard") or args.shard,
             "caption": "",
             "captions": "[]",
-            "captioner": args.captioner,
+            "captioner": cfg.captioner,
             "status": "rejected",
             "reason": "",
         }
@@ -177,19 +182,13 @@ def run(args: argparse.Namespace) -> dict[str, int]:
 
     results: dict[str, tuple[list[str], str]] = {}
     if todo:
-        from ssmttm.weights import local_path
-
-        opts = CaptionerOptions(
-            seed=args.seed,
-            n_variants=args.n_variants,
+        opts = dataclasses.replace(
+            cfg,
             # a weights receipt (results/weights/<name>.json) or a local folder
-            model_path=str(local_path(args.model_path)) if args.model_path else None,
-            rephrase_path=str(local_path(args.rephrase_path)) if args.rephrase_path else None,
-            device=args.device,
-            max_new_tokens=args.max_new_tokens,
-            max_audio_seconds=args.max_audio_seconds,
+            model_path=str(local_path(cfg.model_path)) if cfg.model_path else None,
+            rephrase_path=str(local_path(cfg.rephrase_path)) if cfg.rephrase_path else None,
         )
-        results = caption_clips(build(args.captioner, opts), todo, args.batch_size)
+        results = caption_clips(build(opts), todo, cfg.batch_size)
     for row in rows:
         if row["clip_id"] in results:
             caps, reason = results[row["clip_id"]]
@@ -203,31 +202,19 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     return counts
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssmttm captions", description="Caption the vocal-free clips of one shard.")
     p.add_argument("--shard", required=True, help="two-digit shard id (MTG-Jamendo tar NN)")
     p.add_argument("--clips", required=True, help="vocals stage table of the shard (TSV)")
     p.add_argument("--candidates", required=True, help="selection candidates.tsv (track_id, genres, instruments, moods)")
-    p.add_argument("--captioner", required=True, choices=sorted(CAPTIONERS))
-    p.add_argument("--seed", type=int, default=0, help="seed for tag-template choices (>= 0)")
-    p.add_argument("--n-variants", type=_positive(int), default=3, help="tags captioner: captions per clip")
-    p.add_argument("--model-path", default=None, help="qwen2-audio: local Qwen2-Audio folder (weights cache)")
-    p.add_argument("--rephrase-path", default=None, help="qwen2-audio: local causal text LM folder; none = no rephrase")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=_positive(int), default=8)
-    p.add_argument("--max-new-tokens", type=_positive(int), default=256)
-    p.add_argument("--max-audio-seconds", type=_positive(float), default=30.0)
+    p.add_argument("--model-path", nargs="?", default=None,
+                   help="qwen2-audio: local Qwen2-Audio folder or its weights receipt (config key "
+                        "captions.qwen2_audio.model names it); no value = none")
+    p.add_argument("--rephrase-path", nargs="?", default=None,
+                   help="qwen2-audio: local causal text LM folder or its weights receipt (config key "
+                        "captions.qwen2_audio.rephrase_model); no value = no rephrase")
     p.add_argument("--out", required=True, help="output captions TSV (results/data/captions/NN.tsv)")
+    settings.add_arguments(p, CaptionsSettings)
     return p
 
 
@@ -236,16 +223,13 @@ def main(argv: list[str]) -> int:
 
     p = parser()
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, CaptionsSettings, args, model_path=args.model_path, rephrase_path=args.rephrase_path)
     if not re.fullmatch(r"\d{2}", args.shard):
         p.error(f"--shard must be two digits (00..99), got {args.shard!r}")
-    if args.seed < 0:
-        p.error(f"--seed must be >= 0, got {args.seed}")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
-        p.error(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
     if not args.out.endswith(".tsv"):
         p.error(f"--out must be a .tsv file, got {args.out!r}")
-    if args.captioner == "qwen2-audio" and not args.model_path:
+    if cfg.captioner == "qwen2-audio" and not cfg.model_path:
         p.error("--model-path is required with --captioner qwen2-audio")
     setup()
-    run(args)
+    run(args, cfg)
     return 0

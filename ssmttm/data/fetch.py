@@ -1,4 +1,4 @@
-"""Verified downloads: one file (``fetch-file``) or one MTG-Jamendo audio tar (``fetch-shard``).
+"""Verified downloads: one file (``fetch-file``) or one shard's audio archive (``fetch-shard``).
 
 Every download streams into ``<dest>.part`` in the target folder, resumes it with an HTTP Range
 request after an interruption, retries with exponential back-off, tries each mirror in turn,
@@ -6,12 +6,15 @@ verifies sha256 (hashed in chunks, never the whole file in memory) and only then
 place, so no corrupt file ever sits at a final path (the pattern of MTG-Jamendo's download.py).
 A source that is not http(s) is a local path (the offline demo mirror) and goes through the same
 temp/verify/rename path. Tars are unpacked member by member (regular files only, no absolute or
-``..`` names, no links or devices), and every track is checked against the per-track sha256 list.
+``..`` names, no links or devices, no file that a folder of the same name or a member below it
+contradicts), and every track is checked against its source's per-track sha256 list. Which archive,
+at which URL, checked against which lists, is the dataset source's to say (``ssmttm.data.sources``,
+config key ``source.kind``): ``fetch-shard`` asks it, and it calls :func:`fetch_archive` here.
 
 A file with no sha256 given is pinned on its first download (``<dest>.sha256``). What gets pinned must
 be the real file, not a server's error or login page sent with HTTP 200: before pinning, the content
-is checked against the known format of its name (:func:`content_problem`: the MTG-Jamendo metadata
-files, the Song Describer and MusicCaps csv files; any other file only must not be an HTML page).
+is checked against the known format of its name (:func:`content_problem`: the metadata files every
+dataset source declares, and the MusicCaps csv; any other file only must not be an HTML page).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import tarfile
 import time
 from pathlib import Path, PurePosixPath
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
+from ssmttm.data.sources import SourceFormatError, add_metadata_argument, get_source, metadata_from_args
+from ssmttm.errors import SsmttmError
 
 log = logging.getLogger("ssmttm.fetch")
 
@@ -34,7 +39,7 @@ _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _MAX_BACKOFF_S = 60.0
 
 
-class FetchError(RuntimeError):
+class FetchError(SsmttmError, RuntimeError):
     """A download failed after every retry and mirror, or its content did not verify.
 
     ``kind``: ``"network"`` (connection, timeout, server error: worth checking the network and
@@ -189,23 +194,26 @@ def _local_attempt(src: Path, part: Path, chunk: int, desc: str) -> None:
         raise _Transient(f"{src}: {exc}") from exc
 
 
-def _verify_part(part: Path, expected: str | None, source: str, check_name: str | None) -> str:
+def _verify_part(part: Path, expected: str | None, source: str, name: str) -> str:
+    """Full sha256 of ``part``, checked against ``expected``, or, with none (about to be pinned),
+    checked to look like the file called ``name`` (:func:`content_problem`)."""
     digest = io.sha256_file(part)
     if expected is not None and not sha256_matches(digest, expected):
         part.unlink(missing_ok=True)  # a bad hash is not resumable: start again from byte 0
         raise _BadHash(f"{source}: sha256 {digest} does not match expected {expected}", digest)
-    if expected is None and check_name is not None:
+    if expected is None:
         # about to be pinned: an error page pinned now would be "verified" on every later run
-        problem = content_problem(part, check_name)
+        problem = content_problem(part, name)
         if problem is not None:
             part.unlink(missing_ok=True)  # never resume (append to) an error page
             raise BadContent(f"{source}: {problem}")
     return digest
 
 
-def _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, desc,
-                 check_name=None) -> str | None:
+def _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, name) -> str | None:
     """Attempt each source ``retries`` + 1 times; return the verified digest of ``part`` or None.
+
+    ``name``: the destination's file name (progress label, and the format checked before pinning).
 
     Every failure is appended to ``errors`` (the FetchError of each failed attempt).
     """
@@ -213,10 +221,10 @@ def _try_sources(session, sources, part, expected, errors, retries, timeout, bac
         for attempt in range(retries + 1):
             try:
                 if is_http(source):
-                    _http_attempt(session, source, part, timeout, chunk, desc)
+                    _http_attempt(session, source, part, timeout, chunk, name)
                 else:
-                    _local_attempt(_local_path(source), part, chunk, desc)
-                return _verify_part(part, expected, source, check_name)
+                    _local_attempt(_local_path(source), part, chunk, name)
+                return _verify_part(part, expected, source, name)
             except NotFound as exc:
                 log.warning("%s", exc)
                 errors.append(exc)
@@ -243,7 +251,6 @@ def _try_sources(session, sources, part, expected, errors, retries, timeout, bac
 _HEAD_BYTES = 64 << 10  # enough for a header and the first records; the parsers read the rest
 _HTML_START = re.compile(r"^\s*(?:<!doctype\s+html|<html|<head|<body|<\?xml|<!--|<script|<meta|<title)", re.I)
 _HTML_SUFFIXES = (".html", ".htm", ".xhtml", ".xml", ".svg")
-_SHA256_LINE = re.compile(r"^[0-9a-fA-F]{64}\s+\*?\S")
 
 
 def _head_text(path: Path) -> tuple[str | None, str | None]:
@@ -273,90 +280,55 @@ def _first_lines(text: str, n: int) -> list[str]:
     return [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()][:n]
 
 
-def _tsv_header(lines: list[str], want: tuple[str, ...]) -> str | None:
+def tsv_header_problem(lines: list[str], want: tuple[str, ...]) -> str | None:
+    """Why the first line is not the tab-separated header ``want`` (None: it is)."""
     got = tuple(f.strip() for f in lines[0].split("\t"))
     if got != want:
         return f"header {list(got)[:10]} is not the expected {list(want)}"
     return None
 
 
-def _csv_header(lines: list[str]) -> list[str]:
+def csv_columns(lines: list[str]) -> list[str]:
+    """The column names of a csv file's first line."""
     import csv
 
     return [c.strip() for c in next(csv.reader([lines[0]]), [])]
 
 
-def _check_cleantags(lines):
-    from ssmttm.data.jamendo import CLEANTAGS_HEADER
-
-    return _tsv_header(lines, CLEANTAGS_HEADER)
-
-
-def _check_meta(lines):
-    from ssmttm.data.jamendo import META_HEADER
-
-    return _tsv_header(lines, META_HEADER)
-
-
-def _check_licences(lines):
-    from ssmttm.data.licenses import LIC_PATH_RE
-
-    if not LIC_PATH_RE.match(lines[0].strip()):
-        return f"first line {lines[0][:80]!r} is not a track path NN/<track_num>.mp3 (the start of a licence record)"
-    # the record's next lines: "<Title> by <Artist> from Jamendo: <URL>", "Available under a Creative Commons ..."
-    if not any("jamendo" in ln.lower() or "creative commons" in ln.lower() for ln in lines[1:4]):
-        return "the first record has no 'from Jamendo:' or 'Creative Commons' line"
-    return None
-
-
-def _check_sha256_list(lines):
-    for i, ln in enumerate(lines[:20], 1):
-        if not _SHA256_LINE.match(ln.strip()):
-            return f"line {i} {ln[:80]!r} is not '<sha256> <name>'"
-    return None
-
-
-def _check_song_describer(lines):
-    from ssmttm.data.jamendo import SONG_DESCRIBER_COLUMNS
-
-    cols = _csv_header(lines)
-    if "track_id" not in cols and "path" not in cols:
-        return f"csv header {cols[:10]} has no track_id or path column (expected {list(SONG_DESCRIBER_COLUMNS)})"
-    return None
-
-
 def _check_musiccaps(lines):
-    from ssmttm.eval.promptsets import MUSICCAPS_COLUMNS
+    from ssmttm.constants import MUSICCAPS_COLUMNS
 
-    cols = _csv_header(lines)
+    cols = csv_columns(lines)
     if tuple(cols) != MUSICCAPS_COLUMNS:
         return f"csv header {cols[:10]} is not the expected {list(MUSICCAPS_COLUMNS)}"
     return None
 
 
-# file name (constants.METADATA_FILES) -> (what it is, light check of its first lines)
+# file name -> (what it is, light check of its first lines), for the files no dataset source declares
 _FORMATS = {
-    "raw_30s_cleantags.tsv": ("a tab-separated track table", _check_cleantags),
-    "raw.meta.tsv": ("a tab-separated track metadata table", _check_meta),
-    "audio_licenses.txt": ("the licence records (path, title line, licence line)", _check_licences),
-    "raw_30s_audio_sha256_tars.txt": ("a list of '<sha256> <name>' lines", _check_sha256_list),
-    "raw_30s_audio_sha256_tracks.txt": ("a list of '<sha256> <name>' lines", _check_sha256_list),
-    "song_describer.csv": ("the Song Describer csv", _check_song_describer),
     "musiccaps-public.csv": ("the MusicCaps csv", _check_musiccaps),
 }
+
+
+def metadata_formats() -> dict:
+    """File name -> (what it is, check): every dataset source's metadata files
+    (:meth:`~ssmttm.data.sources.DatasetSource.metadata_checks`) and the shared ones above."""
+    from ssmttm.data.sources import metadata_checks
+
+    return {**metadata_checks(), **_FORMATS}
 
 
 def content_problem(path: str | os.PathLike, name: str | None = None) -> str | None:
     """Why ``path`` is not the file called ``name`` (default: its own name), or None if it looks right.
 
     A light check of the start of the file, made before its sha256 is pinned: the metadata files of
-    :data:`ssmttm.constants.METADATA_FILES` must be UTF-8 text, not HTML, and start with their known
-    header or first record; any other file only must not be an HTML page (unless its name says HTML).
-    The full parsers (:mod:`ssmttm.data.jamendo`, :mod:`ssmttm.data.licenses`) still check every row.
+    :func:`metadata_formats` must be UTF-8 text, not HTML, and start with their known header or
+    first record; any other file only must not be an HTML page (unless its name says HTML). The
+    source's full parsers still check every row.
     """
     path = Path(path)
     name = name or path.name
-    fmt = _FORMATS.get(name)
+    fmt = metadata_formats().get(name)
     if fmt is None:
         if name.lower().endswith(_HTML_SUFFIXES):
             return None
@@ -385,14 +357,13 @@ def download(
     timeout: float = 60,
     backoff: float = 1.0,
     chunk: int = CHUNK,
-    check: bool = True,
     sha256_key: str | None = None,
 ) -> str:
     """Fetch ``url`` (http(s) or a local path) to ``dest``, verified; return its full sha256.
 
     ``sha256``: 64 hex digits or a prefix of >= 8. None: verify against the pin ``<dest>.sha256``
     if present, else pin the downloaded file's hash there, once :func:`content_problem` has found
-    nothing wrong with it (``check=False`` skips that). A ``dest`` that already verifies is not
+    nothing wrong with it. A ``dest`` that already verifies is not
     fetched again. Each source (``url`` then ``mirrors``, full URLs of the same file) gets
     ``retries`` + 1 attempts with back-off ``backoff * 2**k`` s. ``sha256_key``: where ``sha256``
     came from (e.g. ``source.metadata.meta.sha256``), named in a mismatch message. Raises
@@ -403,10 +374,9 @@ def download(
     given = normalise_sha256(sha256)
     pinned = read_pin(dest)
     expected = given or pinned
-    check_name = dest.name if check else None
     if dest.exists():
         digest = io.sha256_file(dest)
-        problem = content_problem(dest, dest.name) if expected is None and check else None
+        problem = content_problem(dest, dest.name) if expected is None else None
         if problem is not None:
             # a file left by an older run (or by hand) that was never pinned: do not pin it now
             log.warning("%s: not pinned, fetching again: %s", dest, problem)
@@ -432,8 +402,7 @@ def download(
 
         session = requests.Session()
     try:
-        digest = _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, dest.name,
-                              check_name)
+        digest = _try_sources(session, sources, part, expected, errors, retries, timeout, backoff, chunk, dest.name)
     finally:
         if session is not None:
             session.close()
@@ -483,12 +452,8 @@ def _repin_hint(dest: Path, actual: str, given: str | None, sha256_key: str | No
 # --- tar extraction -------------------------------------------------------------------------------
 
 
-def _member_problem(m: tarfile.TarInfo, allowed_prefix: str | None) -> str | None:
-    """Why a tar member must not be written (None: it is safe)."""
-    if not m.isreg():
-        kind = "symlink" if m.issym() else "hardlink" if m.islnk() else "device/fifo/other"
-        return f"not a regular file ({kind})"
-    name = m.name
+def _name_problem(name: str, allowed_prefix: str | None) -> str | None:
+    """Why a tar member name must not be written below the output folder (None: it is safe)."""
     if not name or "\0" in name or "\\" in name:
         return "bad characters in name"
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
@@ -501,75 +466,110 @@ def _member_problem(m: tarfile.TarInfo, allowed_prefix: str | None) -> str | Non
     return None
 
 
+def _member_problem(m: tarfile.TarInfo, allowed_prefix: str | None) -> str | None:
+    """Why a tar member must not be written (None: it is safe)."""
+    if not m.isreg():
+        kind = "symlink" if m.issym() else "hardlink" if m.islnk() else "device/fifo/other"
+        return f"not a regular file ({kind})"
+    return _name_problem(m.name, allowed_prefix)
+
+
 def _clean(name: str) -> str:
     """Member name without empty and ``.`` components (``./07/1.mp3`` -> ``07/1.mp3``)."""
     return "/".join(p for p in PurePosixPath(name).parts if p not in ("", ".", "/"))
+
+
+def _name_conflicts(members: list[tarfile.TarInfo], tar_name: str) -> dict[str, str]:
+    """``{member name: reason}`` for members that cannot both exist on disk.
+
+    A non-folder member ``NN/x.mp3`` conflicts with a folder member of the same name and with any
+    member below it (``NN/x.mp3/...``): one path cannot be a file and a folder at once. Both sides
+    are refused, whatever their order in the tar, so no guess is made which one is the track.
+    """
+    named = [(m, _clean(m.name)) for m in members if _name_problem(m.name, None) is None]
+    files: dict[str, tarfile.TarInfo] = {}
+    for m, rel in named:
+        if not m.isdir():
+            files.setdefault(rel, m)
+    out: dict[str, str] = {}
+    for m, rel in named:
+        parts = rel.split("/")
+        # a folder member clashes with a file of its own name; any member with a file among its parents
+        for i in range(1, len(parts) + (1 if m.isdir() else 0)):
+            f = files.get("/".join(parts[:i]))
+            if f is None or f is m:
+                continue
+            other = (f"a folder member {m.name!r} of the same name" if i == len(parts)
+                     else f"the member {m.name!r} below it")
+            reason = (f"tar {tar_name} holds both the file {f.name!r} and {other} (track {_clean(f.name)}): "
+                      f"one path cannot be a file and a folder, so neither is extracted")
+            out.setdefault(f.name, reason)
+            out.setdefault(m.name, reason)
+            break
+    return out
 
 
 def extract_members(tar_path, out_dir, allowed_prefix=None, skip=frozenset()):
     """Unpack the safe regular files of ``tar_path`` under ``out_dir``.
 
     Returns ``(written, rejected)``: member names written (members in ``skip`` are not rewritten
-    and not listed) and ``{name: reason}`` for members refused. Each file is written to a temp name
-    and renamed; ``extractall`` is never used.
+    and not listed) and ``{name: reason}`` for members refused: not a regular file, an unsafe name
+    (absolute, ``..``, outside ``allowed_prefix/``), a file/folder name conflict
+    (:func:`_name_conflicts`), or a path that an existing file or folder below ``out_dir`` blocks.
+    Each file is written to a temp name and renamed; ``extractall`` is never used.
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     rejected: dict[str, str] = {}
+    tar_name = Path(tar_path).name
     with tarfile.open(tar_path, "r:*") as tf:
-        for m in tf:
-            if m.isdir():
+        members = tf.getmembers()  # headers only; the conflict check needs every name first
+        conflicts = _name_conflicts(members, tar_name)
+        for m in members:
+            problem = conflicts.get(m.name)
+            if problem is None and m.isdir():
                 continue
-            problem = _member_problem(m, allowed_prefix)
+            problem = problem or _member_problem(m, allowed_prefix)
             rel = None if problem else _clean(m.name)
             if rel is not None and rel in skip:
                 continue
             target = out.joinpath(*rel.split("/")) if rel is not None else None
-            if target is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # defence in depth: a symlinked folder already inside out_dir must not lead outside it
-                if not Path(os.path.realpath(target.parent)).is_relative_to(out):
-                    problem = "resolves outside the output folder"
+            try:
+                if target is not None:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    # defence in depth: a symlinked folder already inside out_dir must not lead outside it
+                    if not Path(os.path.realpath(target.parent)).is_relative_to(out):
+                        problem = "resolves outside the output folder"
+                if not problem:
+                    with io.atomic_path(target) as tmp, open(tmp, "wb") as f:
+                        shutil.copyfileobj(tf.extractfile(m), f, CHUNK)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                # a file where a folder must go or the reverse, left by an earlier run: not this tar's fault
+                problem = f"cannot be written below {out}: {exc.strerror} ({exc.filename})"
             if problem:
                 log.warning("%s: refusing tar member %r: %s", tar_path, m.name, problem)
                 rejected[m.name] = problem
                 continue
-            src = tf.extractfile(m)
-            with io.atomic_path(target) as tmp, open(tmp, "wb") as f:
-                shutil.copyfileobj(src, f, CHUNK)
             written.append(rel)
     return written, rejected
 
 
-def safe_extract(tar_path, out_dir, allowed_prefix: str | None = None) -> list[str]:
-    """Extract regular files only (see :func:`extract_members`); return the member names written.
-
-    Refused members (absolute, ``..``, links, devices, outside ``allowed_prefix/``) are logged and
-    never written.
-    """
-    return extract_members(tar_path, out_dir, allowed_prefix)[0]
+# --- one shard's audio archive ---------------------------------------------------------------------
 
 
-# --- one MTG-Jamendo shard ------------------------------------------------------------------------
+SHARD_RE = re.compile(r"^\d{2}$")
 
 
-def read_sha256_list(path: str | os.PathLike) -> dict[str, str]:
-    """``<sha256> <name>`` lines (MTG-Jamendo's *_sha256_tars.txt / *_sha256_tracks.txt) -> {name: sha}."""
-    out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            words = line.split()
-            if not words:
-                continue
-            if len(words) != 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", words[0]):
-                log.warning("%s:%d: unparsable sha256 line %r (skipped)", path, n, line.rstrip())
-                continue
-            out[words[1].lstrip("*")] = words[0].lower()
-    return out
+def check_shard(shard: str) -> str:
+    """``shard`` if it is a two-digit shard id, else ValueError naming ``--shard``."""
+    if not SHARD_RE.fullmatch(shard):
+        raise ValueError(f"--shard: {shard!r} is not a two-digit shard id (00..99)")
+    return shard
 
 
-def _join(base: str, *parts: str) -> str:
+def join_url(base: str, *parts: str) -> str:
+    """``base`` (an http(s) URL or a local folder) joined with ``parts``."""
     if is_http(base):
         return "/".join([base.rstrip("/"), *parts])
     return str(_local_path(base).joinpath(*parts))
@@ -589,32 +589,41 @@ def _exists(url: str, timeout: float) -> bool:
 
 
 def _verify_shard(shard_dir: Path, shard: str, listed, tracks, rejected, tar_missing: bool, list_name: str) -> None:
-    """Check every file of ``shard_dir`` against ``listed``; fill ``tracks`` {"NN/num.mp3": "ok" | reason}.
+    """Check every file of ``shard_dir`` against ``listed``; fill ``tracks`` {"NN/<file>": "ok" | reason}.
 
-    Nothing unverified may reach later stages: mismatching, unlisted and nested files are deleted.
-    Listed tracks with no file get "tar missing", "rejected tar member: ..." or "missing from tar".
+    Nothing unverified may reach later stages: mismatching, unlisted, refused and nested files are
+    deleted. Listed tracks with no file get "tar missing", "rejected tar member: ..." or "missing
+    from tar".
     """
+    by_member = {_clean(k): v for k, v in rejected.items()}
+    for rel in by_member:  # a refused member is never ok, even where an earlier run left a file of its name
+        if tracks.get(rel) == "ok":
+            del tracks[rel]
     for p in sorted(shard_dir.iterdir()):
         rel = f"{shard}/{p.name}"
         if rel in tracks:
             continue
-        if p.is_dir() and not p.is_symlink():  # MTG-Jamendo tars are flat: NN/<num>.mp3
+        if p.is_dir() and not p.is_symlink():  # archives are flat: NN/<file>
             log.warning("%s: unexpected folder in tar; deleted", rel)
             shutil.rmtree(p)
-        elif p.name.startswith(".") and ".tmp" in p.name:  # leftover temp file of an interrupted write
+            continue
+        if p.name.startswith(".") and ".tmp" in p.name:  # leftover temp file of an interrupted write
             p.unlink()
+            continue
+        if rel in by_member:
+            tracks[rel] = f"rejected tar member: {by_member[rel]}; deleted"
         elif rel not in listed:
             tracks[rel] = f"not in track sha256 list {list_name}; deleted"
+        elif p.is_symlink() or not p.is_file():
+            tracks[rel] = "not a regular file; deleted"
         else:
             digest = io.sha256_file(p)
             if sha256_matches(digest, listed[rel]):
                 tracks[rel] = "ok"
                 continue
             tracks[rel] = f"sha256 mismatch: expected {listed[rel][:12]}, got {digest[:12]}; deleted"
-        if p.exists() or p.is_symlink():
-            log.warning("%s: %s", rel, tracks.get(rel, "deleted"))
-            p.unlink()
-    by_member = {_clean(k): v for k, v in rejected.items()}
+        log.warning("%s: %s", rel, tracks[rel])
+        p.unlink()
     for rel in listed:
         if rel not in tracks:
             if tar_missing:
@@ -625,39 +634,39 @@ def _verify_shard(shard_dir: Path, shard: str, listed, tracks, rejected, tar_mis
                 tracks[rel] = "missing from tar"
 
 
-def fetch_shard(
+def fetch_archive(
     shard: str,
-    base_url: str,
-    dataset: str,
-    audio_type: str,
-    tar_sums_path,
-    track_sums_path,
+    archive: str,
+    urls: list[str],
+    archive_sha256: str | None,
+    listed: dict[str, str],
     out_dir,
     receipt_path,
-    keep_tars: bool = False,
-    mirrors=(),
+    *,
+    archive_list: str,
+    track_list: str,
+    keep_archive: bool = False,
     retries: int = 5,
     timeout: float = 60,
     backoff: float = 1.0,
 ) -> dict:
-    """Download, verify and unpack tar ``<dataset>_<audio_type>-<shard>.tar`` into ``out_dir/<shard>/``.
+    """Download, verify and unpack one shard's tar ``archive`` into ``out_dir/<shard>/``; write the receipt.
 
-    Tracks are checked against the track sha256 list; a mismatching or unlisted file is deleted and
-    its reason recorded. A tar that does not exist gives ``status: "missing"`` (the job succeeds,
-    ``out_dir/<shard>/`` stays empty); other failures raise. Returns the receipt written to
-    ``receipt_path``.
+    ``urls``: the archive's full URL then its mirrors (http(s) or local paths); ``archive_sha256``:
+    its expected hash, None when the archive checksum list (named ``archive_list`` in messages) has
+    no line for it; ``listed``: ``{"<shard>/<file>": sha256}``, every file the shard should hold (from
+    the list named ``track_list``). Tracks are checked against ``listed``; a mismatching or unlisted
+    file is deleted and its reason recorded, and so is a refused tar member (a link, an unsafe name, a
+    file that a folder of the same name contradicts): the shard's other tracks are kept. An archive
+    that does not exist gives ``status: "missing"`` (the job succeeds, ``out_dir/<shard>/`` stays
+    empty); an unlisted one that does exist raises :class:`FetchError`. Returns the receipt.
     """
-    if not re.fullmatch(r"\d{2}", shard):
-        raise ValueError(f"--shard: {shard!r} is not a two-digit shard id (00..99)")
-    tar_name = f"{dataset}_{audio_type}-{shard}.tar"
-    url = _join(base_url, dataset, audio_type, tar_name)
-    mirror_urls = [_join(m, dataset, audio_type, tar_name) for m in mirrors]
+    check_shard(shard)
+    url, mirror_urls = urls[0], list(urls[1:])
     out_dir = Path(out_dir)
     shard_dir = out_dir / shard
     shard_dir.mkdir(parents=True, exist_ok=True)
-    tar_sha = read_sha256_list(tar_sums_path).get(tar_name)
-    listed = {k: v for k, v in read_sha256_list(track_sums_path).items() if k.startswith(f"{shard}/")}
-    receipt = {"shard": shard, "tar": tar_name, "url": url, "status": "ok", "reason": "", "tar_sha256": tar_sha}
+    receipt = {"shard": shard, "tar": archive, "url": url, "status": "ok", "reason": "", "tar_sha256": archive_sha256}
 
     tracks: dict[str, str] = {}
     for rel, sha in listed.items():  # rerun: tracks already unpacked and verified are kept
@@ -667,27 +676,31 @@ def fetch_shard(
     rejected: dict[str, str] = {}
     if listed and len(tracks) == len(listed):
         receipt["reason"] = "every listed track already present and verified; tar not fetched"
-    elif tar_sha is None:
+    elif archive_sha256 is None:
         if _exists(url, timeout) or any(_exists(m, timeout) for m in mirror_urls):
-            raise FetchError(f"{tar_name} is not listed in {tar_sums_path}: refusing to unpack unverified audio")
-        receipt.update(status="missing", reason=f"{url}: not found (and not listed in {tar_sums_path})")
+            raise FetchError(f"{archive} is not listed in {archive_list}: refusing to unpack unverified audio")
+        receipt.update(status="missing", reason=f"{url}: not found (and not listed in {archive_list})")
     else:
-        tar_path = out_dir / tar_name
+        tar_path = out_dir / archive
         try:
-            download(url, tar_path, sha256=tar_sha, mirrors=mirror_urls, retries=retries, timeout=timeout,
+            download(url, tar_path, sha256=archive_sha256, mirrors=mirror_urls, retries=retries, timeout=timeout,
                      backoff=backoff)
         except NotFound as exc:
             receipt.update(status="missing", reason=str(exc))
         else:
+            for p in shard_dir.iterdir():  # archives are flat: a folder here is an earlier run's, in a track's way
+                if p.is_dir() and not p.is_symlink():
+                    log.warning("%s/%s: folder left by an earlier run; deleted", shard, p.name)
+                    shutil.rmtree(p)
             _, rejected = extract_members(tar_path, out_dir, allowed_prefix=shard, skip=set(tracks))
-            if not keep_tars:
+            if not keep_archive:
                 tar_path.unlink()
                 pin_path(tar_path).unlink(missing_ok=True)
     if receipt["status"] == "missing":
         log.warning("shard %s: %s", shard, receipt["reason"])
 
     missing = receipt["status"] == "missing"
-    _verify_shard(shard_dir, shard, listed, tracks, rejected, missing, Path(track_sums_path).name)
+    _verify_shard(shard_dir, shard, listed, tracks, rejected, missing, track_list)
     receipt["tracks"] = dict(sorted(tracks.items()))
     receipt["n_ok"] = sum(v == "ok" for v in tracks.values())
     receipt["n_bad"] = len(tracks) - receipt["n_ok"]
@@ -699,31 +712,26 @@ def fetch_shard(
 # --- command lines --------------------------------------------------------------------------------
 
 
-def _common_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--retries", type=int, default=5, help="extra attempts per source (default 5)")
-    p.add_argument("--timeout", type=float, default=60.0, help="connect/read timeout in seconds (default 60)")
-    p.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds, doubled per retry")
-
-
 def main_file(argv: list[str]) -> int:
     """``fetch-file``: one file (metadata list, checksum list), sha256-verified or pinned."""
+    from ssmttm.data.options import FetchFileSettings
+
     p = argparse.ArgumentParser(prog="ssmttm fetch-file", description=main_file.__doc__)
-    p.add_argument("--url", required=True, help="http(s) URL or local path")
     p.add_argument("--mirror", action="append", default=[], help="full URL of the same file elsewhere (repeatable)")
-    p.add_argument("--sha256", default="", help="64 hex or a >= 8-hex prefix; empty = pin on first download")
     p.add_argument("--out", required=True, help="destination file")
-    _common_flags(p)
+    settings.add_arguments(p, FetchFileSettings)
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, FetchFileSettings, args)
     logs.setup()
-    from ssmttm.constants import METADATA_FILES
+    from ssmttm.data.sources import metadata_files
 
     # the config key that holds this file's sha256, named when a download does not match it
-    key = {v: k for k, v in METADATA_FILES.items()}.get(Path(args.out).name)
+    key = {v: k for k, v in metadata_files().items()}.get(Path(args.out).name)
     sha256_key = f"source.metadata.{key}.sha256 in the config" if key else None
     try:
-        sha = normalise_sha256(args.sha256, what="--sha256")
-        download(args.url, args.out, sha256=sha, mirrors=args.mirror, retries=args.retries, timeout=args.timeout,
-                 backoff=args.backoff, sha256_key=sha256_key)
+        sha = normalise_sha256(cfg.sha256, what="--sha256")
+        download(cfg.url, args.out, sha256=sha, mirrors=args.mirror, retries=cfg.retries, timeout=cfg.timeout_s,
+                 backoff=cfg.backoff_s, sha256_key=sha256_key)
     except ValueError as exc:
         p.error(str(exc))
     except FetchError as exc:
@@ -733,31 +741,31 @@ def main_file(argv: list[str]) -> int:
 
 
 def main_shard(argv: list[str]) -> int:
-    """``fetch-shard``: download, verify and unpack one MTG-Jamendo audio tar."""
+    """``fetch-shard``: download, verify and unpack one shard's audio (from the source ``--source-kind``)."""
+    from ssmttm.data.options import FetchShardSettings, SourceSettings
+
     p = argparse.ArgumentParser(prog="ssmttm fetch-shard", description=main_shard.__doc__)
     p.add_argument("--shard", required=True, help="two-digit shard id, e.g. 07")
-    p.add_argument("--base-url", required=True, help="CDN root (http/https) or a local mirror folder")
-    p.add_argument("--mirror", action="append", default=[], help="another CDN root (repeatable)")
-    p.add_argument("--dataset", default="raw_30s")
-    p.add_argument("--audio-type", default="audio")
-    p.add_argument("--tar-sha256", required=True, help="tar checksum list (<sha256> <tar name> lines)")
-    p.add_argument("--track-sha256", required=True, help="track checksum list (<sha256> NN/<num>.mp3 lines)")
+    add_metadata_argument(p, "tar_sha256=<tar list> track_sha256=<track list>")
     p.add_argument("--out-dir", required=True, help="audio root; tracks land in <out-dir>/<shard>/")
     p.add_argument("--receipt", required=True, help="receipt JSON path")
-    p.add_argument("--keep-tars", action="store_true", help="keep the tar after unpacking")
-    _common_flags(p)
+    settings.add_arguments(p, FetchShardSettings)
+    settings.add_arguments(p, SourceSettings, prefix="source-")
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, FetchShardSettings, args)
+    source = get_source(settings.from_args(p, SourceSettings, args, prefix="source-").kind)
     logs.setup()
-    for flag, path in (("--tar-sha256", args.tar_sha256), ("--track-sha256", args.track_sha256)):
-        if not Path(path).is_file():
-            p.error(f"{flag}: {path} does not exist")
     try:
-        fetch_shard(args.shard, args.base_url, args.dataset, args.audio_type, args.tar_sha256, args.track_sha256,
-                    args.out_dir, args.receipt, keep_tars=args.keep_tars, mirrors=args.mirror,
-                    retries=args.retries, timeout=args.timeout, backoff=args.backoff)
+        shard = check_shard(args.shard)
     except ValueError as exc:
         p.error(str(exc))
+    files = metadata_from_args(p, source, args.metadata, "shard")
+    try:
+        source.fetch_shard(shard, files, Path(args.out_dir), Path(args.receipt), cfg)
+    except SourceFormatError as exc:  # a checksum list that cannot be trusted: no usage error, a data error
+        log.error("shard %s: %s", shard, exc)
+        return 1
     except FetchError as exc:
-        log.error("shard %s: %s", args.shard, exc)
+        log.error("shard %s: %s", shard, exc)
         return 1
     return 0

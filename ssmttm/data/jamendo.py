@@ -16,10 +16,14 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+# Problem and its table are the dataset-source interface's; re-exported for the readers of this module
+from ssmttm.data.sources import PROBLEM_COLUMNS, Problem, SourceFormatError, problems_frame  # noqa: F401
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a table is built: the fetch stage reads checksum lists only
 
 CLEANTAGS_HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 META_HEADER = (
@@ -34,7 +38,11 @@ TRACK_ID_RE = re.compile(r"^track_(\d+)$")
 AUDIO_PATH_RE = re.compile(r"^(\d{2})/(\d+)\.mp3$")
 # Song Describer paths look like "14/214.mp3" or "14/214.2min.mp3": the number is the file stem.
 SDD_PATH_RE = re.compile(r"(?:^|/)(\d+)(?:\.[A-Za-z0-9]+)*\.mp3$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# One line of MTG-Jamendo's *_sha256_tars.txt / *_sha256_tracks.txt: "<sha256> <name>", one space in
+# the real files; sha256sum's forms (two spaces, "*" binary marker) are accepted too. Names never
+# hold whitespace (raw_30s_audio-NN.tar, NN/<track_num>.mp3), so a third field is a malformed line.
+SHA256_LINE_RE = re.compile(r"^([0-9a-fA-F]{64})[ \t]+\*?(\S+)$")
+SHA256_LINE_FORMAT = "'<sha256> <name>' (64 hex digits, whitespace, a name without spaces)"
 # Tag categories of raw_30s_cleantags.tsv and the column each one fills.
 TAG_CATEGORIES = {"genre": "genres", "instrument": "instruments", "mood/theme": "moods"}
 TRACK_COLUMNS = (
@@ -46,31 +54,8 @@ META_COLUMNS = (
 )
 
 
-class JamendoFormatError(ValueError):
+class JamendoFormatError(SourceFormatError):
     """A metadata file is not the file it claims to be (wrong header, unreadable)."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One row or record that could not be used: where it is, what it said, and why."""
-
-    line: int
-    raw: str
-    reason: str
-    record: int | None = None
-    file: str = ""
-
-    def as_dict(self) -> dict:
-        return {"file": self.file, "record": self.record, "line": self.line, "raw": self.raw,
-                "reason": self.reason}
-
-
-PROBLEM_COLUMNS = ("file", "record", "line", "raw", "reason")
-
-
-def problems_frame(problems: list[Problem]) -> pd.DataFrame:
-    """Problems as a table with columns PROBLEM_COLUMNS (empty table when there are none)."""
-    return pd.DataFrame([p.as_dict() for p in problems], columns=list(PROBLEM_COLUMNS))
 
 
 def track_num(track_id: str) -> int:
@@ -130,6 +115,15 @@ def _check_audio_path(p: str, num: int) -> str:
     return m.group(1)
 
 
+def _row_problem(ln: int, raw: str, reason: str, file: str, fields: list[str]) -> Problem:
+    """A rejected cleantags row, with the track id, path and shard it still shows."""
+    tid = fields[0].strip() if fields else ""
+    apath = fields[3].strip() if len(fields) > 3 else ""
+    m = AUDIO_PATH_RE.match(apath)
+    return Problem(line=ln, raw=raw, reason=reason, file=file, track_id=tid, path=apath,
+                   shard=m.group(1) if m else "")
+
+
 def read_tracks(path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     """Parse ``raw_30s_cleantags.tsv`` strictly.
 
@@ -141,6 +135,8 @@ def read_tracks(path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     every raw_30s track, tagged or not. Plain Python over lines (no per-row pandas work): the real
     55,701-row file parses in a fraction of a second.
     """
+    import pandas as pd
+
     name = Path(path).name
     cols: dict[str, list] = {c: [] for c in TRACK_COLUMNS}
     problems: list[Problem] = []
@@ -171,7 +167,7 @@ def read_tracks(path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
             if tid in seen:
                 raise ValueError(f"duplicate track id {tid} (first at line {seen[tid]})")
         except ValueError as exc:
-            problems.append(Problem(line=ln, raw=raw, reason=str(exc), file=name))
+            problems.append(_row_problem(ln, raw, str(exc), name, fields))
             continue
         seen[tid] = ln
         cols["track_id"].append(tid)
@@ -195,6 +191,8 @@ def read_meta(path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
 
     Names are free text; a row with a wrong field count or a bad track id is a problem.
     """
+    import pandas as pd
+
     name = Path(path).name
     rows: list[tuple] = []
     problems: list[Problem] = []
@@ -256,22 +254,27 @@ def read_song_describer(path: str | Path) -> set[int]:
 
 
 def read_sha256_list(path: str | Path) -> dict[str, str]:
-    """``<sha256> <name>`` lines (MTG-Jamendo's ``*_sha256_*.txt``) -> {name: sha256}.
+    """``<sha256> <name>`` lines (MTG-Jamendo's ``*_sha256_*.txt``) -> {name: lower-case sha256}.
 
-    Also accepts the ``sha256sum`` forms (two spaces, ``*`` binary marker). A malformed line or a
-    name listed twice with different hashes raises JamendoFormatError naming the file and line.
+    The one parser of these files: the fetch stage verifies tars and tracks against it. Blank lines
+    are skipped; any other line that is not :data:`SHA256_LINE_RE`, or a name listed twice with
+    different hashes, raises JamendoFormatError naming the file, the line number and what was
+    expected: a checksum list with a bad line is not trusted to verify anything.
     """
     out: dict[str, str] = {}
+    first: dict[str, int] = {}
     for ln, raw in _lines(path):
         line = raw.strip()
         if not line:
             continue
-        digest, _, name = line.partition(" ")
-        name = name.strip().lstrip("*")
-        digest = digest.lower()
-        if not SHA256_RE.match(digest) or not name:
-            raise JamendoFormatError(f"{path}: line {ln}: expected '<sha256> <name>', got {raw!r}")
+        m = SHA256_LINE_RE.match(line)
+        if m is None:
+            raise JamendoFormatError(f"{path}: line {ln}: expected {SHA256_LINE_FORMAT}, got {raw[:200]!r}")
+        digest, name = m.group(1).lower(), m.group(2)
         if name in out and out[name] != digest:
-            raise JamendoFormatError(f"{path}: line {ln}: {name} listed twice with different sha256")
+            raise JamendoFormatError(
+                f"{path}: line {ln}: {name} listed twice with different sha256 (first at line {first[name]})"
+            )
         out[name] = digest
+        first.setdefault(name, ln)
     return out

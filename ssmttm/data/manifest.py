@@ -3,12 +3,14 @@
 Inputs (contracts in docs/ARCHITECTURE.md): the selection (candidates.tsv, select rejected.tsv),
 the licence audit's tracks.tsv, and per shard NN: the fetch receipt ``NN.json``, the segment table
 ``clips/NN.tsv``, the vocals table ``novocals/NN.tsv`` and the captions table ``captions/NN.tsv``.
-A shard whose tar is missing has a "missing" receipt and empty tables: its tracks are rejected at
-stage fetch and the rest goes on.
+The rule lists every one of these files (``--receipts``, ``--clip-tables``, ...); the shards are the
+file names' ``NN``, and each list must name the same shards. A shard whose tar is missing has a
+"missing" receipt and empty tables: its tracks are rejected at stage fetch and the rest goes on.
 
 Outputs: ``manifest.parquet`` (one row per clip that survived everything, MANIFEST_COLUMNS, the
 schema version in the parquet metadata), ``rejected.tsv`` (every rejected track or clip with its
-stage and reason) and ``report.json``.
+stage and reason) and ``report.json`` (counts, and per source flag of the segment stage: the
+clips and tracks kept with it, the rows rejected by it, and the list of flagged tracks/clips).
 
 Split: by TRACK (all clips of a track share a split), from a hash of (seed, track_id): a track is
 ``valid`` when its hash falls below ``valid_fraction``. That depends on nothing but the seed and the
@@ -28,26 +30,43 @@ import pandas as pd
 
 from ssmttm import io, logs
 from ssmttm.constants import MANIFEST_VERSION
+from ssmttm.data.options import ManifestSettings
+from ssmttm.data.segment import FLAG_CATEGORIES, FLAGS
 from ssmttm.data.select import REJECTED_COLUMNS as SELECT_REJECTED_COLUMNS
+from ssmttm.errors import SsmttmError
 
 log = logging.getLogger("ssmttm.manifest")
 
-STR, FLOAT, INT = "str", "float", "int"
+STR, FLOAT, INT, BOOL = "str", "float", "int", "bool"
+# What the segment stage measured about each clip's source (ssmttm.data.segment SOURCE_COLUMNS):
+# content format from magic bytes, original channels and rate, share of clipped samples, and the
+# comma-joined source_flags (segment FLAGS) it raised, "" for a clean clip.
+SOURCE_COLUMNS = {
+    "source_format": STR, "extension_mismatch": BOOL, "source_channels": INT, "downmixed": BOOL,
+    "source_sample_rate": INT, "upsampled": BOOL, "clipped_fraction": FLOAT, "source_flags": STR,
+}
 MANIFEST_COLUMNS = {
     "clip_id": STR, "track_id": STR, "shard": STR, "source_path": STR, "offset": FLOAT, "seconds": FLOAT,
     "licence": STR, "caption": STR, "captions": STR, "split": STR, "sha256": STR, "audio_path": STR,
-    "sample_rate": INT, "channels": INT, "vocals": STR, "captioner": STR,
+    "sample_rate": INT, "channels": INT, "vocals": STR, "captioner": STR, **SOURCE_COLUMNS,
+}
+# Written for source columns a caller leaves out (fixtures and benches that build a manifest by hand):
+# "not measured" (empty format, 0 channels and rate, no flags), never a missing value.
+SOURCE_UNMEASURED = {
+    "source_format": "", "extension_mismatch": False, "source_channels": 0, "downmixed": False,
+    "source_sample_rate": 0, "upsampled": False, "clipped_fraction": 0.0, "source_flags": "",
 }
 SPLITS = ("train", "valid")
 VERSION_KEY = b"ssmttm.manifest_version"
 SCHEMA_KEY = b"ssmttm.manifest_columns"
 REJECTED_COLUMNS = ("stage", "track_id", "clip_id", "path", "shard", "reason", "detail")
-CLIPS_COLUMNS = ("clip_id", "track_id", "shard", "source_path", "offset", "seconds", "status", "reason", "clip_path")
+CLIPS_COLUMNS = ("clip_id", "track_id", "shard", "source_path", "offset", "seconds", "status", "reason", "clip_path",
+                 *SOURCE_COLUMNS)
 VOCALS_COLUMNS = ("clip_id", "audio_path", "sha256", "status", "reason", "vocals", "model_sha256")
 CAPTIONS_COLUMNS = ("clip_id", "caption", "captions", "captioner")
 
 
-class ManifestError(ValueError):
+class ManifestError(SsmttmError, ValueError):
     """A manifest file that fails its schema check; the message names the file and the problem."""
 
 
@@ -135,14 +154,50 @@ def _captions_ok(caption: str, captions: str) -> str:
     return ""
 
 
-def join_shard(shard: str, cand: pd.DataFrame, dirs: dict[str, Path], rej: _Rejects) -> list[dict]:
-    """Rows of manifest candidates (before split/audio checks) for one shard; rejects the rest."""
+_BOOLS = {"True": True, "False": False}
+
+
+def _source(c: dict) -> dict:
+    """The source columns of an ok segment row, typed; ValueError naming the column and value."""
+    out = {}
+    for col, kind in SOURCE_COLUMNS.items():
+        v = c.get(col, "")
+        try:
+            if kind == BOOL:
+                out[col] = _BOOLS[v]
+            elif kind == INT:
+                out[col] = int(float(v))  # pandas writes an int column with gaps as floats ("2.0")
+            elif kind == FLOAT:
+                out[col] = float(v)
+                if out[col] != out[col] or out[col] in (float("inf"), float("-inf")):
+                    raise ValueError
+            else:
+                out[col] = v
+        except (KeyError, ValueError):
+            raise ValueError(f"{col} {v!r} is not a {kind}") from None
+    if unknown := sorted(set(_flag_list(out["source_flags"])) - set(FLAGS)):
+        raise ValueError(f"flags {unknown} not among {list(FLAGS)}")
+    return out
+
+
+def _flag_list(flags: str) -> list[str]:
+    return [f for f in flags.split(",") if f]
+
+
+def join_shard(shard: str, cand: pd.DataFrame, files: dict[str, dict[str, Path]], rej: _Rejects,
+               flagged: list[dict] | None = None) -> list[dict]:
+    """Rows of manifest candidates (before split/audio checks) for one shard; rejects the rest.
+    ``files``: kind (fetch, clips, vocals, captions) -> shard -> that stage's file of the shard.
+
+    Every segment row (kept or rejected) of a fetched track that carries source flags is appended
+    to ``flagged`` (track_id, clip_id, shard, source_path, flags) for the data report.
+    """
     cand = cand[cand["shard"] == shard]
-    ok_paths = _fetch_status(dirs["fetch"] / f"{shard}.json", shard, list(cand["path"]), rej, cand)
+    ok_paths = _fetch_status(files["fetch"][shard], shard, list(cand["path"]), rej, cand)
     ok_tracks = set(cand.loc[cand["path"].isin(ok_paths), "track_id"])
-    clips = _read_tsv(dirs["clips"] / f"{shard}.tsv", CLIPS_COLUMNS)
-    vocals = {r["clip_id"]: r for r in _read_tsv(dirs["vocals"] / f"{shard}.tsv", VOCALS_COLUMNS).to_dict("records")}
-    caps_df = _read_tsv(dirs["captions"] / f"{shard}.tsv", CAPTIONS_COLUMNS)
+    clips = _read_tsv(files["clips"][shard], CLIPS_COLUMNS)
+    vocals = {r["clip_id"]: r for r in _read_tsv(files["vocals"][shard], VOCALS_COLUMNS).to_dict("records")}
+    caps_df = _read_tsv(files["captions"][shard], CAPTIONS_COLUMNS)
     has_status = "status" in caps_df.columns and "reason" in caps_df.columns
     caps = {r["clip_id"]: r for r in caps_df.to_dict("records")}
     rows, seen_tracks, seen_clips, cand_ids = [], set(), set(), set(cand["track_id"])
@@ -158,6 +213,9 @@ def join_shard(shard: str, cand: pd.DataFrame, dirs: dict[str, Path], rej: _Reje
                 rej.add("manifest", "duplicate clip id", tid, cid, c["source_path"], shard)
                 continue
             seen_clips.add(cid)
+        if flagged is not None and _flag_list(c["source_flags"]):
+            flagged.append({"track_id": tid, "clip_id": cid, "shard": shard, "source_path": c["source_path"],
+                            "flags": _flag_list(c["source_flags"])})
         if c["status"] != "ok":
             rej.add("segment", _category(c["reason"]), tid, cid, c["source_path"], shard, c["reason"])
             continue
@@ -166,6 +224,12 @@ def join_shard(shard: str, cand: pd.DataFrame, dirs: dict[str, Path], rej: _Reje
         except ValueError:
             rej.add("manifest", "bad clip row", tid, cid, c["source_path"], shard,
                     f"offset {c['offset']!r} / seconds {c['seconds']!r} not numbers")
+            continue
+        try:
+            source = _source(c)
+        except ValueError as exc:
+            rej.add("manifest", "bad clip row", tid, cid, c["source_path"], shard,
+                    f"{files['clips'][shard]}: {exc}")
             continue
         if cid not in vocals:
             rej.add("vocals", "no vocals output", tid, cid, c["source_path"], shard)
@@ -185,7 +249,7 @@ def join_shard(shard: str, cand: pd.DataFrame, dirs: dict[str, Path], rej: _Reje
         rows.append({"clip_id": cid, "track_id": tid, "shard": shard, "source_path": c["source_path"],
                      "offset": offset, "seconds": seconds, "caption": k["caption"],
                      "captions": k["captions"], "sha256": v["sha256"], "audio_path": v["audio_path"],
-                     "vocals": v["vocals"], "captioner": k["captioner"]})
+                     "vocals": v["vocals"], "captioner": k["captioner"], **source})
     for r in cand[cand["track_id"].isin(ok_tracks - seen_tracks)].itertuples(index=False):
         rej.add("segment", "no clips produced", r.track_id, path=r.path, shard=shard)
     return rows
@@ -212,10 +276,15 @@ def _check_audio(rows: list[dict], rej: _Rejects, verify_sha256: bool) -> list[d
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns in MANIFEST_COLUMNS order with their dtypes (str / float64 / int64)."""
+    """Columns in MANIFEST_COLUMNS order with their dtypes (str / float64 / int64 / bool).
+
+    Source columns left out or empty are written as SOURCE_UNMEASURED.
+    """
     df = df.reindex(columns=list(MANIFEST_COLUMNS))
+    for c, value in SOURCE_UNMEASURED.items():
+        df[c] = df[c].astype(object).where(df[c].notna(), value)
     for c, kind in MANIFEST_COLUMNS.items():
-        df[c] = df[c].astype({"str": str, "float": "float64", "int": "int64"}[kind])
+        df[c] = df[c].astype({STR: str, FLOAT: "float64", INT: "int64", BOOL: bool}[kind])
     return df
 
 
@@ -257,7 +326,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ManifestError(f"{path}: missing column(s) {missing}")
     checks = {STR: pd.api.types.is_string_dtype, FLOAT: pd.api.types.is_float_dtype,
-              INT: pd.api.types.is_integer_dtype}
+              INT: pd.api.types.is_integer_dtype, BOOL: pd.api.types.is_bool_dtype}
     for c, kind in MANIFEST_COLUMNS.items():
         if not checks[kind](df[c]):
             raise ManifestError(f"{path}: column {c!r} has dtype {df[c].dtype}, expected {kind}")
@@ -279,8 +348,64 @@ def _hours(seconds: pd.Series) -> float:
     return round(float(seconds.sum()) / 3600, 4)
 
 
-def build(args) -> dict:
-    """Join, split, write manifest.parquet, rejected.tsv and report.json; returns the report."""
+def flag_report(df: pd.DataFrame, flagged: list[dict], rejected: pd.DataFrame) -> tuple[dict, list[dict]]:
+    """Per-flag counts and the list of flagged tracks/clips, for report.json.
+
+    Counts per flag: ``clips`` and ``tracks`` kept in the manifest ``df`` with it, ``rejected`` rows
+    the segment stage rejected because of it (its reject_* key). The list holds every flagged row of
+    the segment tables: ``status`` "kept", or "rejected" with the ``stage``, ``reason`` and ``detail`` that
+    dropped it (a flag may be kept at segment and the clip still lost later, e.g. to vocals).
+    """
+    kept = df[df["source_flags"] != ""]
+    per_flag = {}
+    seg_reasons = rejected.loc[rejected["stage"] == "segment", "reason"]
+    for f in FLAGS:
+        has = kept["source_flags"].map(lambda s, f=f: f in _flag_list(s)).astype(bool)
+        per_flag[f] = {"clips": int(has.sum()), "tracks": int(kept.loc[has, "track_id"].nunique()),
+                       "rejected": int((seg_reasons == FLAG_CATEGORIES[f]).sum())}
+    kept_ids = set(df["clip_id"])
+    why = {}
+    for r in rejected.itertuples(index=False):
+        why.setdefault((r.track_id, r.clip_id), (r.stage, r.reason, r.detail))
+    items = []
+    for item in sorted(flagged, key=lambda r: (r["shard"], r["track_id"], r["clip_id"])):
+        if item["clip_id"] and item["clip_id"] in kept_ids:
+            items.append({**item, "status": "kept"})
+        else:
+            stage, reason, detail = why.get((item["track_id"], item["clip_id"]), ("", "", ""))
+            items.append({**item, "status": "rejected", "stage": stage, "reason": reason, "detail": detail})
+    return per_flag, items
+
+
+# kind -> (flag, file name of shard NN)
+SHARD_FILES = {"fetch": ("--receipts", "{}.json"), "clips": ("--clip-tables", "{}.tsv"),
+               "vocals": ("--vocals-tables", "{}.tsv"), "captions": ("--captions-tables", "{}.tsv")}
+
+
+def shard_files(args) -> dict[str, dict[str, Path]]:
+    """kind -> shard -> file, from the per-shard file lists of the command line; ManifestError when a
+    name is not ``NN.json`` / ``NN.tsv``, a shard is listed twice, or the lists name different shards."""
+    out: dict[str, dict[str, Path]] = {}
+    for kind, (flag, pattern) in SHARD_FILES.items():
+        out[kind] = {}
+        for path in getattr(args, flag[2:].replace("-", "_")):
+            shard = path.name[:2]
+            if path.name != pattern.format(shard) or not shard.isdigit():
+                raise ManifestError(f"{flag} {path}: expected a file named {pattern.format('NN')} (NN: the shard)")
+            if shard in out[kind]:
+                raise ManifestError(f"{flag}: shard {shard} listed twice ({out[kind][shard]}, {path})")
+            out[kind][shard] = path
+    shards = set(out["fetch"])
+    for kind, (flag, _) in SHARD_FILES.items():
+        if set(out[kind]) != shards:
+            raise ManifestError(f"{flag} names shards {sorted(out[kind])}, --receipts names {sorted(shards)}: "
+                                "every stage's file of every shard is needed")
+    return out
+
+
+def build(args, cfg: ManifestSettings) -> dict:
+    """Join the files named by ``args``, split by ``cfg``, write manifest.parquet, rejected.tsv and
+    report.json; returns the report."""
     cand = pd.read_csv(args.candidates, sep="\t", dtype=str, keep_default_na=False)
     sel_rej = _read_tsv(args.select_rejected, SELECT_REJECTED_COLUMNS[:5])
     lic = pd.read_csv(args.licenses_table, sep="\t", dtype=str, keep_default_na=False)
@@ -288,15 +413,15 @@ def build(args) -> dict:
                            ("--licenses-table", lic, ("track_id", "licence", "allowed"))):
         if missing := [c for c in cols if c not in df.columns]:
             raise ManifestError(f"{name}: missing column(s) {missing}")
-    dirs = {"fetch": args.fetch_dir, "clips": args.clips_dir, "vocals": args.vocals_dir,
-            "captions": args.captions_dir}
+    files = shard_files(args)
+    shards = sorted(files["fetch"])
     rej = _Rejects()
-    rows = []
-    for shard in logs.progress(sorted(set(args.shards)), desc="manifest shards"):
-        rows += join_shard(shard, cand, dirs, rej)
-    extra = sorted(set(cand["shard"]) - set(args.shards))
+    rows, flagged = [], []
+    for shard in logs.progress(shards, desc="manifest shards"):
+        rows += join_shard(shard, cand, files, rej, flagged)
+    extra = sorted(set(cand["shard"]) - set(shards))
     if extra:
-        log.warning("candidates hold shards %s not passed to --shards; their tracks are left out", extra)
+        log.warning("candidates hold shards %s whose files were not passed; their tracks are left out", extra)
     licence = dict(zip(lic["track_id"], lic["licence"]))
     allowed = dict(zip(lic["track_id"], lic["allowed"] == "True"))
     kept = []
@@ -306,9 +431,9 @@ def build(args) -> dict:
                     f"licence {licence.get(r['track_id'], 'unknown')}")
             continue
         kept.append({**r, "licence": licence[r["track_id"]]})
-    kept = _check_audio(kept, rej, args.verify_sha256)
+    kept = _check_audio(kept, rej, cfg.verify_sha256)
     df = pd.DataFrame(kept, columns=[c for c in MANIFEST_COLUMNS if c != "split"])
-    split = assign_splits(df["track_id"], args.valid_fraction, args.seed)
+    split = assign_splits(df["track_id"], cfg.valid_fraction, cfg.seed)
     df["split"] = df["track_id"].map(split)
     df = _typed(df).sort_values("clip_id", kind="stable").reset_index(drop=True)
     out = args.out_dir
@@ -319,6 +444,7 @@ def build(args) -> dict:
     per_stage: dict = {}
     for (stage, reason), n in rejected.groupby(["stage", "reason"]).size().items():
         per_stage.setdefault(stage, {})[reason] = int(n)
+    per_flag, flagged = flag_report(df, flagged, rejected)
     report = {
         "manifest_version": MANIFEST_VERSION, "manifest_sha256": io.sha256_file(out / "manifest.parquet"),
         "clips": len(df), "hours": _hours(df["seconds"]), "tracks": int(df["track_id"].nunique()),
@@ -326,43 +452,43 @@ def build(args) -> dict:
                        "tracks": int(df.loc[df["split"] == s, "track_id"].nunique())} for s in SPLITS},
         "per_licence": {k: {"clips": len(g), "hours": _hours(g["seconds"])} for k, g in df.groupby("licence")},
         "rejected": per_stage, "n_rejected": len(rejected),
-        "shards": sorted(args.shards), "valid_fraction": args.valid_fraction, "seed": args.seed,
+        "flags": per_flag, "flagged": flagged,
+        "shards": shards, "valid_fraction": cfg.valid_fraction, "seed": cfg.seed,
     }
     io.write_json(out / "report.json", report)
     if not len(df):
         log.warning("manifest is empty: no clip survived (see %s)", out / "rejected.tsv")
     log.info("manifest: %d clips, %.2f h, %d tracks (valid %d clips); %d rejected rows",
              report["clips"], report["hours"], report["tracks"], report["splits"]["valid"]["clips"], len(rejected))
+    for f, n in per_flag.items():
+        if n["clips"] or n["rejected"]:
+            log.info("flag %s: %d clips kept (%d tracks), %d rejected", f, n["clips"], n["tracks"], n["rejected"])
     return report
 
 
 def main(argv: list[str]) -> int | None:
+    from ssmttm import settings
+
     p = argparse.ArgumentParser(prog="ssmttm manifest", description=__doc__.split("\n")[0])
-    p.add_argument("--shards", nargs="+", required=True, help="shard ids, e.g. 00 01 02")
     p.add_argument("--candidates", type=Path, required=True)
     p.add_argument("--select-rejected", type=Path, required=True)
     p.add_argument("--licenses-table", type=Path, required=True)
-    p.add_argument("--fetch-dir", type=Path, required=True, help="folder of fetch receipts NN.json")
-    p.add_argument("--clips-dir", type=Path, required=True)
-    p.add_argument("--vocals-dir", type=Path, required=True)
-    p.add_argument("--captions-dir", type=Path, required=True)
-    p.add_argument("--valid-fraction", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verify-sha256", action="store_true", help="re-hash every clip (default: trust the vocals table)")
+    p.add_argument("--receipts", type=Path, nargs="+", required=True, help="fetch receipt NN.json of every shard")
+    p.add_argument("--clip-tables", type=Path, nargs="+", required=True, help="segment table NN.tsv of every shard")
+    p.add_argument("--vocals-tables", type=Path, nargs="+", required=True, help="vocals table NN.tsv of every shard")
+    p.add_argument("--captions-tables", type=Path, nargs="+", required=True,
+                   help="captions table NN.tsv of every shard")
     p.add_argument("--out-dir", type=Path, required=True)
+    settings.add_arguments(p, ManifestSettings)
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, ManifestSettings, args)
     logs.setup()
-    if not 0 <= args.valid_fraction < 1:
-        p.error(f"--valid-fraction: must be in [0, 1), got {args.valid_fraction}")
-    bad = [s for s in args.shards if not (len(s) == 2 and s.isdigit())]
-    if bad:
-        p.error(f"--shards: expected two-digit shard ids, got {bad}")
     for flag, path in (("--candidates", args.candidates), ("--select-rejected", args.select_rejected),
                        ("--licenses-table", args.licenses_table)):
         if not path.is_file():
             p.error(f"{flag}: no such file {path}")
     try:
-        build(args)
+        build(args, cfg)
     except ManifestError as exc:
         log.error("%s", exc)
         return 2

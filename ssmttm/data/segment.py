@@ -2,11 +2,23 @@
 
 Input: ``candidates.tsv`` (from ``select``) filtered to one shard, the shard's fetch receipt
 (``{"shard", "status": "ok"|"missing", "reason", "tracks": {"NN/123.mp3": "ok"|"<reason>"}}``) and
-the unpacked audio (``<audio-dir>/NN/<track_num>.mp3``, MTG-Jamendo layout, folder = track_num % 100).
+the unpacked audio at ``<audio-dir>/<path>``, ``path`` being the track's column of the dataset source's
+track table (``<shard>/<file>``; MTG-Jamendo: ``NN/<track_num>.mp3``, folder = track_num % 100).
 Output: ``<out-dir>/<clip_id>.flac`` (clip_id = ``f"{track_num}_{k:03d}"``) and one TSV row per clip
 or per rejected track (:data:`COLUMNS`; clip_id empty for a rejected track, set for a rejected window).
 Reasons read ``"<category>: <detail naming the file>"`` (corrupt, too short after decoding, truncated,
-silent, non-finite, silent clip, missing, fetch), so the manifest can count them by category.
+silent, non-finite, silent clip, missing, fetch, and the source checks below), so the manifest can
+count them by category.
+
+Source checks (config ``segment.checks``, fields of :class:`~ssmttm.data.options.SegmentSettings`):
+every row records what the source was (``source_format`` from the file's magic bytes,
+``source_channels``, ``source_sample_rate``) and the clip's ``clipped_fraction`` (share of its samples
+at ``|x| >= full_scale_level``, measured on the decoded window before downmix and resampling), and
+carries a flag for each check it fails (:data:`FLAGS`: ``extension_mismatch`` content is not what
+the extension says, ``downmixed`` more than 2 source channels, ``upsampled`` source rate below
+``min_source_sample_rate``, ``clipped`` ``clipped_fraction`` above ``max_clipped_fraction``). A flag
+rejects the track (the first three) or the clip (``clipped``) only when its ``reject_*`` key is
+true; the reason names the check and the value.
 
 The paper's 457 h is one 30 s clip per track (docs/reference.md §2); ``position`` picks which 30 s
 (the paper does not say, default ``center``), ``all`` cuts every non-overlapping window instead.
@@ -28,14 +40,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmttm import audio
+from ssmttm import audio, settings
+from ssmttm.data.options import SegmentSettings
 from ssmttm.io import read_json, write_table
 
 log = logging.getLogger("ssmttm.segment")
 
+# What each row records about its source (None where not measured: fetch rejections, unreadable
+# headers, windows never decoded). ``source_flags`` is the comma-joined FLAGS it raised, "" for a clean row.
+SOURCE_COLUMNS = (
+    "source_format", "extension_mismatch", "source_channels", "downmixed", "source_sample_rate",
+    "upsampled", "clipped_fraction", "source_flags",
+)
+FLAGS = ("extension_mismatch", "downmixed", "upsampled", "clipped")
+FLAG_CATEGORIES = {f: f.replace("_", " ") for f in FLAGS}  # reason category of a rejection by each check
 COLUMNS = [
     "clip_id", "track_id", "track_num", "shard", "source_path", "offset", "seconds",
     "sample_rate", "channels", "status", "reason", "stage", "clip_path",
+    *SOURCE_COLUMNS,
 ]
 POSITIONS = ("start", "center", "random", "all")
 # A decoded track shorter than this fraction of its TSV DURATION is a truncated download/file.
@@ -43,28 +65,6 @@ MIN_DECODED_FRACTION = 0.9
 BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz per decode block
 CLIP_NAME = re.compile(r"^\d+_\d{3}\.flac$")
 TMP_NAME = re.compile(r"^\..*\.tmp\.flac$")
-
-
-@dataclass(frozen=True)
-class SegmentConfig:
-    """Config keys ``segment.*`` and ``filter.silence_dbfs``."""
-
-    clip_seconds: float = 30.0
-    position: str = "center"
-    seed: int = 0
-    sample_rate: int = 44_100
-    channels: int = 2
-    silence_dbfs: float = -60.0
-
-    def __post_init__(self) -> None:
-        if not self.clip_seconds > 0:
-            raise ValueError(f"--clip-seconds must be > 0, got {self.clip_seconds}")
-        if self.position not in POSITIONS:
-            raise ValueError(f"--position must be one of {POSITIONS}, got {self.position!r}")
-        if self.channels not in (1, 2):
-            raise ValueError(f"--channels must be 1 or 2, got {self.channels}")
-        if self.sample_rate <= 0:
-            raise ValueError(f"--sample-rate must be > 0, got {self.sample_rate}")
 
 
 def clip_starts(total_frames: int, clip_frames: int, position: str, seed: int, track_num: int) -> list[int]:
@@ -154,18 +154,53 @@ def _reject(base: dict, reason: str, stage: str) -> dict:
     return {**base, "status": "rejected", "reason": reason, "stage": stage}
 
 
-def segment_track(row: dict, path: Path, out_dir: Path, cfg: SegmentConfig) -> list[dict]:
+def _flags(row: dict, clipped: bool = False) -> str:
+    """The comma-joined FLAGS that ``row``'s source columns (and ``clipped``) raise; "" when clean."""
+    return ",".join(f for f in FLAGS if (clipped if f == "clipped" else row.get(f) is True))
+
+
+def source_checks(path: Path, fmt: str, sr: int, channels: int, checks: SegmentSettings) -> tuple[dict, str | None]:
+    """Track-level source columns of ``path`` (content ``fmt``, header rate ``sr``, ``channels``) and
+    the reason to reject it, or None. In FLAGS order: the first check set to reject gives the reason."""
+    cols = {
+        "source_format": fmt, "extension_mismatch": audio.extension_mismatch(path, fmt),
+        "source_channels": channels, "downmixed": channels > 2,
+        "source_sample_rate": sr, "upsampled": sr < checks.min_source_sample_rate,
+    }
+    ext = path.suffix.lower() or "(no extension)"
+    why = None
+    if cols["extension_mismatch"] and checks.reject_extension_mismatch:
+        why = (f"extension mismatch: {path} holds {fmt} data, not what {ext} promises "
+               "(segment.checks.reject_extension_mismatch)")
+    elif cols["downmixed"] and checks.reject_downmixed:
+        why = f"downmixed: {path} has {channels} channels (> 2) (segment.checks.reject_downmixed)"
+    elif cols["upsampled"] and checks.reject_upsampled:
+        why = (f"upsampled: {path} is {sr} Hz (< segment.checks.min_source_sample_rate "
+               f"{checks.min_source_sample_rate} Hz) (segment.checks.reject_upsampled)")
+    return cols, why
+
+
+def segment_track(row: dict, path: Path, out_dir: Path, cfg: SegmentSettings) -> list[dict]:
     """Cut the clips of one track that passed the fetch checks; one row per clip or one rejection."""
     track_num = int(row["track_num"])
     base = {
         "clip_id": "", "track_id": row["track_id"], "track_num": track_num, "shard": row["shard"],
         "source_path": row["path"], "offset": None, "seconds": None, "sample_rate": None,
         "channels": None, "status": "", "reason": "", "stage": "segment", "clip_path": "",
+        **{c: None for c in SOURCE_COLUMNS},
     }
     if not path.is_file():
         return [_reject(base, f"missing: {path} not found after fetch", "segment")]
     try:
-        sr, _, header_s = audio.info(path)
+        fmt = audio.sniff_format(path)
+        base.update(source_format=fmt, extension_mismatch=audio.extension_mismatch(path, fmt))
+        base["source_flags"] = _flags(base)  # known even when the header turns out unreadable
+        sr, channels, header_s = audio.info(path)
+        cols, why = source_checks(path, fmt, sr, channels, cfg)
+        base.update(cols)
+        base["source_flags"] = _flags(base)
+        if why is not None:
+            return [_reject(base, why, "segment")]
         clip_frames = int(round(cfg.clip_seconds * sr))
         planned = clip_starts(int(round(header_s * sr)), clip_frames, cfg.position, cfg.seed, track_num)
         dec = decode_windows(path, planned, clip_frames)
@@ -205,6 +240,16 @@ def segment_track(row: dict, path: Path, out_dir: Path, cfg: SegmentConfig) -> l
         if x.shape[1] < clip_frames:  # file ended early on the second pass (unstable decoder)
             rows.append(_reject(r, f"corrupt: {path}: window at {offset:.2f} s runs past the decoded end", "segment"))
             continue
+        # Clipping is measured on the decoded samples, before downmix and resampling smooth it away.
+        frac = audio.clipped_fraction(x, cfg.full_scale_level)
+        clipped = frac > cfg.max_clipped_fraction
+        r.update(clipped_fraction=frac, source_flags=_flags(r, clipped))
+        if clipped and cfg.reject_clipped:
+            rows.append(_reject(r, f"clipped: {path} clip {clip_id} at {offset:.2f} s has {frac:.2%} of its samples at "
+                                   f"|x| >= {cfg.full_scale_level:g} of full scale (> segment.checks."
+                                   f"max_clipped_fraction {cfg.max_clipped_fraction:.2%}; "
+                                   f"segment.checks.reject_clipped)", "segment"))
+            continue
         x = _fit_length(audio.resample(audio.to_channels(x, cfg.channels), dec.sample_rate, cfg.sample_rate), n_out)
         try:
             audio.check_usable(x, f"{path} clip {clip_id} at {offset:.2f} s", cfg.silence_dbfs)
@@ -239,7 +284,7 @@ def read_receipt(path: str | Path) -> dict:
     if not isinstance(rec, dict) or "status" not in rec:
         raise ValueError(f"--receipt {path}: not a fetch receipt (needs keys shard, status, tracks)")
     if not isinstance(rec.get("tracks", {}), dict):
-        raise ValueError(f"--receipt {path}: 'tracks' must map NN/<id>.mp3 to 'ok' or a reason")
+        raise ValueError(f"--receipt {path}: 'tracks' must map <shard>/<file> to 'ok' or a reason")
     return rec
 
 
@@ -265,7 +310,7 @@ def _clean_stale(out_dir: Path, keep: set[str]) -> None:
 
 def segment_shard(
     shard: str, candidates: str | Path, receipt: str | Path, audio_dir: str | Path,
-    out_dir: str | Path, table: str | Path, cfg: SegmentConfig,
+    out_dir: str | Path, table: str | Path, cfg: SegmentSettings,
 ):
     """Segment every candidate of ``shard``; write the clips and the table; return the table."""
     import pandas as pd
@@ -290,6 +335,8 @@ def segment_shard(
     for r in rows:
         if r["status"] == "rejected":
             log.warning("%s %s: %s", r["track_id"], r["clip_id"] or "(track)", r["reason"])
+        elif r["source_flags"]:
+            log.info("%s %s: kept, flagged %s (%s)", r["track_id"], r["clip_id"], r["source_flags"], r["source_path"])
     _clean_stale(out_dir, {Path(r["clip_path"]).name for r in rows if r["status"] == "ok"})
     df = pd.DataFrame(rows, columns=COLUMNS)
     write_table(table, df)
@@ -302,27 +349,18 @@ def main(argv: list[str]) -> int | None:
     from ssmttm.logs import setup
 
     p = argparse.ArgumentParser(prog="ssmttm segment", description=__doc__.split("\n")[0])
-    p.add_argument("--shard", required=True, help="two-digit shard id (tar raw_30s_audio-NN.tar)")
+    p.add_argument("--shard", required=True, help="two-digit shard id (MTG-Jamendo: tar raw_30s_audio-NN.tar)")
     p.add_argument("--candidates", required=True, help="candidates.tsv from the select stage")
     p.add_argument("--receipt", required=True, help="fetch receipt JSON of this shard")
-    p.add_argument("--audio-dir", required=True, help="folder holding NN/<track_num>.mp3")
-    p.add_argument("--clip-seconds", type=float, default=30.0)
-    p.add_argument("--position", choices=POSITIONS, default="center")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-rate", type=int, default=44_100)
-    p.add_argument("--channels", type=int, choices=(1, 2), default=2)
-    p.add_argument("--silence-dbfs", type=float, default=-60.0)
+    p.add_argument("--audio-dir", required=True, help="folder holding <shard>/<file> (the fetch stage's out dir)")
     p.add_argument("--out-dir", required=True, help="folder for <clip_id>.flac")
     p.add_argument("--table", required=True, help="output TSV, one row per clip or rejected track")
+    settings.add_arguments(p, SegmentSettings)
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, SegmentSettings, args)
     setup()
     if not re.fullmatch(r"\d{1,2}", args.shard):
         p.error(f"--shard must be a shard id like 07, got {args.shard!r}")
-    try:
-        cfg = SegmentConfig(args.clip_seconds, args.position, args.seed, args.sample_rate,
-                            args.channels, args.silence_dbfs)
-    except ValueError as exc:
-        p.error(str(exc))
     for flag, value in (("--candidates", args.candidates), ("--receipt", args.receipt)):
         if not Path(value).is_file():
             p.error(f"{flag}: {value} does not exist")

@@ -3,13 +3,17 @@
 Audio validity (decodes, long enough, not silent) is checked later, per shard, by ``segment``.
 Rules, applied in this order; a rejected track is listed once, with its FIRST failing rule:
 
-1. ``malformed metadata``  the raw_30s_cleantags.tsv row could not be parsed;
-2. ``shard not selected``  the track's tar is not among this run's shards (``--shards N`` = tars
+1. ``malformed metadata``  the source's track row could not be parsed (MTG-Jamendo: raw_30s_cleantags.tsv);
+2. ``shard not selected``  the track's shard is not among this run's shards (``--shards N`` = shards
    00..N-1); not an error, counted separately;
 3. ``too short``           duration < ``--min-seconds`` (or no whole clip when ``--position all``);
-4. ``song describer``      the track is in the Song Describer Dataset: the paper's 457 h excludes
-   its 706 tracks so evaluation never overlaps training (``--keep-song-describer`` keeps them);
+4. held out               an evaluation track of the source (its ``held_out_reason``; MTG-Jamendo:
+   ``song describer``, the Song Describer Dataset: the paper's 457 h excludes its 706 tracks so
+   evaluation never overlaps training); ``--exclude-song-describer false`` keeps them;
 5. ``no licence record`` / ``licence not allowed``  from the licence audit's ``allowed`` column.
+
+The tracks and the held-out ids come from the dataset source (``--source-kind``, config key
+``source.kind``), which reads the metadata files handed over as ``--metadata KEY=PATH``.
 
 Planned clips: one per track (``center``/``start``/``random``), or floor(seconds / clip_seconds) for
 ``all``. docs/reference.md §2: 55,701 tracks - 706 SDD = 54,995 clips x 30 s = 458.3 h.
@@ -24,14 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssmttm import io, logs
-from ssmttm.constants import JAMENDO_N_TARS
-from ssmttm.data.jamendo import AUDIO_PATH_RE, read_song_describer, read_tracks
+from ssmttm import io, logs, settings
 from ssmttm.data.licenses import UNPARSABLE
+from ssmttm.data.options import SelectSettings, SourceSettings
+from ssmttm.data.sources import (
+    DatasetSource, SourceFormatError, add_metadata_argument, get_source, metadata_from_args,
+)
 
 log = logging.getLogger("ssmttm.select")
 
-POSITIONS = ("center", "start", "random", "all")
 CANDIDATE_COLUMNS = (
     "track_id", "track_num", "shard", "path", "seconds", "licence", "genres", "instruments", "moods",
     "tags", "n_clips_planned",
@@ -63,30 +68,28 @@ def read_licence_table(path: str | Path) -> pd.DataFrame:
 
 
 def _malformed_rows(problems) -> list[dict]:
-    """Rejected rows for unparsable metadata lines, keeping whatever id/path the raw text shows."""
-    rows = []
-    for p in problems:
-        fields = p.raw.split("\t")
-        tid = fields[0].strip() if fields else ""
-        path = fields[3].strip() if len(fields) > 3 else ""
-        m = AUDIO_PATH_RE.match(path)
-        rows.append({"track_id": tid, "path": path, "shard": m.group(1) if m else "",
-                     "stage": "select", "reason": "malformed metadata", "detail": f"line {p.line}: {p.reason}"})
-    return rows
+    """Rejected rows for unparsable metadata lines, keeping whatever id/path/shard the row still shows."""
+    return [{"track_id": p.track_id, "path": p.path, "shard": p.shard, "stage": "select",
+             "reason": "malformed metadata", "detail": f"line {p.line}: {p.reason}"} for p in problems]
 
 
 def select(
     tracks: pd.DataFrame,
     problems: list,
     licences: pd.DataFrame,
-    sdd: set[int],
+    held_out: set[str],
     shards: list[str],
     min_seconds: float,
     clip_seconds: float,
     position: str,
-    exclude_song_describer: bool = True,
+    exclude_song_describer: bool,
+    held_out_reason: tuple[str, str] = ("held out", "evaluation track of the dataset"),
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Apply the rules (module docstring) -> (candidates, rejected, report)."""
+    """Apply the rules (module docstring) -> (candidates, rejected, report).
+
+    ``tracks`` / ``problems``: the source's ``list_tracks()``; ``held_out``: the ids its
+    ``held_out()`` names, rejected with ``held_out_reason`` (reason, detail) when ``exclude_song_describer``.
+    """
     df = tracks.merge(licences.rename(columns={"reason": "licence_reason"}), on="track_id", how="left")
     df["licence"] = df["licence"].fillna("unknown")
     df["allowed"] = df["allowed"].fillna(False).astype(bool)
@@ -104,12 +107,12 @@ def select(
     reject(df["seconds"] < min_seconds, "too short", secs + f" < {min_seconds:g} s")
     reject(df["n_clips_planned"] < 1, "too short", secs + f" holds no whole {clip_seconds:g} s clip")
     if exclude_song_describer:
-        reject(df["track_num"].isin(sdd), "song describer", "evaluation track (Song Describer Dataset)")
+        reject(df["track_id"].isin(held_out), *held_out_reason)
     no_record = df["licence_reason"].isna() | (df["licence"] == "unknown")
     lic_reason = df["licence_reason"].fillna("").astype(str)
     unparsable = no_record & lic_reason.str.startswith(UNPARSABLE)
     reject(unparsable, UNPARSABLE, lic_reason)
-    reject(no_record, "no licence record", "track absent from audio_licenses.txt")
+    reject(no_record, "no licence record", "the source has no licence record of the track")
     reject(~df["allowed"], "licence not allowed", df["licence_reason"].fillna("").astype(str))
 
     ok = reason == ""
@@ -130,20 +133,21 @@ def select(
         "candidate_track_hours": round(float(cand["seconds"].sum()) / 3600, 4),
         "clip_seconds": clip_seconds, "position": position, "min_seconds": min_seconds,
         "shards": len(shards), "exclude_song_describer": exclude_song_describer,
-        "n_song_describer_ids": len(sdd),
+        "n_held_out_ids": len(held_out),
         "per_licence": {k: int(v) for k, v in sorted(cand["licence"].value_counts().items())},
     }
     return cand, rej, report
 
 
-def run(args) -> dict:
-    """Read the inputs named by the CLI flags, select, and write candidates/rejected/report."""
-    tracks, problems = read_tracks(args.tracks)
+def run(args, cfg: SelectSettings, source: DatasetSource, files) -> dict:
+    """Read ``source``'s metadata ``files`` and the licence table, select with ``cfg``, and write
+    candidates/rejected/report into ``args.out_dir``."""
+    tracks, problems = source.list_tracks(files)
     licences = read_licence_table(args.licenses_table)
-    sdd = read_song_describer(args.song_describer)
+    held_out = source.held_out(files, tracks)
     shards = [f"{i:02d}" for i in range(args.shards)]
-    cand, rej, report = select(tracks, problems, licences, sdd, shards, args.min_seconds, args.clip_seconds,
-                               args.position, not args.keep_song_describer)
+    cand, rej, report = select(tracks, problems, licences, held_out, shards, cfg.min_seconds, cfg.clip_seconds,
+                               cfg.position, cfg.exclude_song_describer, source.held_out_reason)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     io.write_table(args.out_dir / "candidates.tsv", cand)
     io.write_table(args.out_dir / "rejected.tsv", rej)
@@ -156,30 +160,29 @@ def run(args) -> dict:
 
 def main(argv: list[str]) -> int | None:
     p = argparse.ArgumentParser(prog="ssmttm select", description=__doc__.split("\n")[0])
-    p.add_argument("--tracks", type=Path, required=True, help="raw_30s_cleantags.tsv")
+    add_metadata_argument(p, "cleantags=raw_30s_cleantags.tsv song_describer=song_describer.csv")
     p.add_argument("--licenses-table", type=Path, required=True, help="tracks.tsv of the licenses stage")
-    p.add_argument("--song-describer", type=Path, required=True, help="Song Describer csv")
-    p.add_argument("--shards", type=int, required=True, help=f"use tars 00..N-1 (1..{JAMENDO_N_TARS})")
-    p.add_argument("--min-seconds", type=float, default=30.0)
-    p.add_argument("--clip-seconds", type=float, default=30.0)
-    p.add_argument("--position", choices=POSITIONS, default="center")
-    p.add_argument("--keep-song-describer", action="store_true", help="do not exclude Song Describer tracks")
+    p.add_argument("--shards", type=int, required=True,
+                   help="config key shards: use shards 00..N-1 (at most the source's shard count); the run's "
+                        "shard count, which also shapes the DAG")
     p.add_argument("--out-dir", type=Path, required=True)
+    settings.add_arguments(p, SelectSettings)
+    settings.add_arguments(p, SourceSettings, prefix="source-")
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, SelectSettings, args)
+    source = get_source(settings.from_args(p, SourceSettings, args, prefix="source-").kind)
     logs.setup()
-    if not 1 <= args.shards <= JAMENDO_N_TARS:
-        p.error(f"--shards: {args.shards} is outside 1..{JAMENDO_N_TARS}")
-    if not (math.isfinite(args.clip_seconds) and args.clip_seconds > 0):
-        p.error(f"--clip-seconds: must be > 0, got {args.clip_seconds}")
-    if not (math.isfinite(args.min_seconds) and args.min_seconds >= 0):
-        p.error(f"--min-seconds: must be >= 0, got {args.min_seconds}")
-    for flag, path in (("--tracks", args.tracks), ("--licenses-table", args.licenses_table),
-                       ("--song-describer", args.song_describer)):
-        if not path.is_file():
-            p.error(f"{flag}: no such file {path}")
+    if not 1 <= args.shards <= source.n_shards:
+        p.error(f"--shards: {args.shards} is outside 1..{source.n_shards} (source {source.name})")
+    for flag, value in (("--clip-seconds", cfg.clip_seconds), ("--min-seconds", cfg.min_seconds)):
+        if not math.isfinite(value):
+            p.error(f"{flag}: must be finite, got {value}")
+    files = metadata_from_args(p, source, args.metadata, "tracks", "held_out")
+    if not args.licenses_table.is_file():
+        p.error(f"--licenses-table: no such file {args.licenses_table}")
     try:
-        run(args)
-    except ValueError as exc:  # a wrong input file (header, columns): name it and stop
+        run(args, cfg, source, files)
+    except (ValueError, SourceFormatError) as exc:  # a wrong input file (header, columns): name it and stop
         log.error("%s", exc)
         return 2
     return 0

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from ssmttm import audio
+from ssmttm.errors import CheckpointError
 from ssmttm.io import atomic_open, atomic_path, sha256_file, write_table
+from ssmttm.weight_cache import MissingWeightError, local_path
 
 log = logging.getLogger("ssmttm.vocals")
 
@@ -44,10 +46,6 @@ TINY_HTDEMUCS = {
     "sources": list(SOURCES), "audio_channels": 2, "samplerate": 44_100, "segment": Fraction(39, 10),
     "channels": 4, "depth": 4, "nfft": 4096, "t_layers": 1, "t_heads": 2, "dconv_comp": 4,
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded safely; the message names the file and why."""
 
 
 def _safe_globals() -> list:
@@ -138,9 +136,7 @@ def build_tiny_htdemucs(path: str | os.PathLike, seed: int = 0):
 
 def checkpoint_file(model_path: str | os.PathLike) -> Path:
     """The ``.th`` file behind ``--model-path``: a weights receipt (``results/weights/<name>.json``,
-    resolved by :func:`ssmttm.weights.local_path`), a folder holding exactly one ``.th``, or the file."""
-    from ssmttm.weights import MissingWeightError, local_path
-
+    resolved by :func:`ssmttm.weight_cache.local_path`), a folder holding exactly one ``.th``, or the file."""
     try:
         path = local_path(model_path)
     except MissingWeightError as exc:
@@ -245,8 +241,9 @@ class HTDemucsRemover(VocalRemover):
 
     vocals = "separate"
 
-    def __init__(self, model_path: str | os.PathLike, device: str = "auto", shifts: int = 1,
-                 overlap: float = 0.25, batch_size: int = 4, **_: object) -> None:
+    def __init__(self, model_path: str | os.PathLike, *, device: str, shifts: int, overlap: float, batch_size: int,
+                 **_: object) -> None:
+        """``device``, ``shifts``, ``overlap``, ``batch_size``: config keys ``vocals.*`` (VocalsSettings)."""
         ckpt = checkpoint_file(model_path)
         self.model = load_htdemucs(ckpt)
         self.model_sha256 = sha256_file(ckpt)
@@ -348,46 +345,41 @@ def remove_vocals_shard(clips: str | Path, remover: VocalRemover, out_dir: str |
 
 
 def main(argv: list[str]) -> int | None:
+    from ssmttm import settings
+    from ssmttm.data.options import VocalsSettings
     from ssmttm.logs import setup
 
     p = argparse.ArgumentParser(prog="ssmttm vocals", description=__doc__.split("\n")[0])
     p.add_argument("--shard", required=True, help="two-digit shard id (for logs)")
     p.add_argument("--clips", required=True, help="segment table of this shard (clips/NN.tsv)")
-    p.add_argument("--mode", choices=sorted(MODES), required=True)
-    p.add_argument("--model-path", help="htdemucs checkpoint (Demucs package .th), its folder or its weights "
-                   "receipt results/weights/<name>.json; needed for --mode separate")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--shifts", type=int, default=1, help="random time shifts averaged (demucs --shifts)")
-    p.add_argument("--overlap", type=float, default=0.25, help="overlap between split windows (demucs --overlap)")
-    p.add_argument("--batch-size", type=int, default=4, help="equal-length clips separated together")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--model-path", nargs="?", default=None,
+                   help="htdemucs checkpoint (Demucs package .th), its folder or its weights receipt "
+                        "results/weights/<name>.json (config key vocals.model names it); needed for --mode separate, "
+                        "no value = none")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default; the rule's threads)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--table", required=True)
+    settings.add_arguments(p, VocalsSettings)
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, VocalsSettings, args)
     setup()
-    if not 0 <= args.shifts <= 10:
-        p.error(f"--shifts must be in 0..10, got {args.shifts}")
-    if not 0 <= args.overlap < 1:
-        p.error(f"--overlap must be in [0, 1), got {args.overlap}")
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if not Path(args.clips).is_file():
         p.error(f"--clips: {args.clips} does not exist")
-    if args.mode == "separate" and not args.model_path:
+    if cfg.mode == "separate" and not args.model_path:
         p.error("--model-path is required with --mode separate")
     if args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)
     try:
-        remover = REMOVERS[MODES[args.mode]](
-            model_path=args.model_path, device=args.device, shifts=args.shifts,
-            overlap=args.overlap, batch_size=args.batch_size)
+        remover = REMOVERS[MODES[cfg.mode]](
+            model_path=args.model_path, device=cfg.device, shifts=cfg.shifts,
+            overlap=cfg.overlap, batch_size=cfg.batch_size)
     except CheckpointError as exc:
         p.error(f"--model-path: {exc}")
     except ValueError as exc:
         p.error(str(exc))
-    log.info("shard %s: vocals %s%s", args.shard, args.mode,
+    log.info("shard %s: vocals %s%s", args.shard, cfg.mode,
              f" with {args.model_path} (sha256 {remover.model_sha256[:12]})" if remover.model_sha256 else "")
     remove_vocals_shard(args.clips, remover, args.out_dir, args.table)
     return 0

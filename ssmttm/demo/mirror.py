@@ -10,9 +10,10 @@ means the mirror is complete.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
 
 # Tiny weights the demo config's weights manifest points at: name -> (relative path, builder).
 TINY_WEIGHTS = {
@@ -75,14 +76,24 @@ def build(
     return record
 
 
+@dataclass(frozen=True, kw_only=True)
+class MirrorSettings:
+    """Config keys ``demo_mirror.*`` (defaults in the schema only, see ssmttm.settings)."""
+
+    SCHEMA_NODES = ("demo_mirror",)
+
+    out_dir: str
+    n_tracks: int
+    shards: int
+    missing_shards: list[str]
+    seed: int
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ssmttm demo-mirror", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--n-tracks", type=int, default=64)
-    p.add_argument("--shards", type=int, default=5)
-    p.add_argument("--missing-shards", nargs="*", default=["04"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=1, help="parallel encoder processes")
+    p.add_argument("--jobs", type=int, default=1, help="parallel encoder processes (the rule's threads)")
+    settings.add_arguments(p, MirrorSettings)
     a = p.parse_args(argv)
-    build(a.out_dir, a.n_tracks, a.shards, tuple(a.missing_shards), a.seed, a.jobs)
+    cfg = settings.from_args(p, MirrorSettings, a)
+    build(Path(cfg.out_dir), cfg.n_tracks, cfg.shards, tuple(cfg.missing_shards), cfg.seed, a.jobs)
     return 0

@@ -239,12 +239,12 @@ def warm_signal(seconds: float = 3.0, sr: int = ANALYSIS_SR) -> np.ndarray:
 
 def main_warm(argv: list[str]) -> int:
     """``python -m ssmttm warm-numba``: run the estimators once, so that librosa's numba kernels are
-    compiled into the shared seed cache (see ssmttm.cli) before parallel jobs need them."""
+    compiled into the shared seed cache (see ssmttm.numba_cache) before parallel jobs need them."""
     import argparse
     import time
     from pathlib import Path
 
-    from ssmttm import cli, logs
+    from ssmttm import logs, numba_cache
 
     p = argparse.ArgumentParser(prog="ssmttm warm-numba", description=main_warm.__doc__.split("\n\n")[0])
     p.parse_args(argv)
@@ -252,8 +252,8 @@ def main_warm(argv: list[str]) -> int:
     t0 = time.perf_counter()
     est = estimate(warm_signal(), ANALYSIS_SR)
     cache = os.environ.get("NUMBA_CACHE_DIR")
-    if cache and Path(cache).name.startswith(cli.PRIVATE_PREFIX):  # this process's own, copied at exit
-        where = f"seed cache {cli.numba_seed_dir() or '(none: SSMTTM_NUMBA_SEED is empty)'}"
+    if cache and Path(cache).name.startswith(numba_cache.PRIVATE_PREFIX):  # this process's own, copied at exit
+        where = f"seed cache {numba_cache.numba_seed_dir() or '(none: SSMTTM_NUMBA_SEED is empty)'}"
     else:
         where = f"numba cache {cache or '(numba default: next to the sources)'}"
     lg.info("attribute estimators compiled and run in %.1f s (bpm %.1f, key %s %s); kernels go to the %s",

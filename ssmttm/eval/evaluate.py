@@ -16,6 +16,9 @@ its prompt describes (``ref_id``). Embeddings come from the per-file cache
 Rows carry their protocol and a bootstrap 95 % interval over clips (docs/reference.md §3: FAD
 is biased by sample size, so n and the interval are always printed). Rows from random-init
 metric models (the demo) say ``status: pipeline check, not a score``.
+
+Settings (:class:`ssmttm.eval.options.EvaluateSettings`, defaults in the schema): ``evaluation.bootstrap``,
+``seed``, ``device`` and ``truth``; the rule passes them as ``--settings`` JSON, by hand they are flags.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
+from ssmttm.errors import SsmttmError
 from ssmttm.eval.metrics import ATTRIBUTE_ROWS, METRICS
+from ssmttm.eval.options import EvaluateSettings
 
 PIPELINE_CHECK = "pipeline check, not a score"
 SYSTEMS = ("generated", "ground_truth", "resynth")
@@ -39,7 +44,7 @@ ROW_KEYS = ("metric", "value", "ci_low", "ci_high", "n", "n_ref", "lower_is_bett
             "flops_measured", "source")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(SsmttmError, ValueError):
     """A set, prompt file or argument that cannot be evaluated; the message names it."""
 
 
@@ -99,16 +104,17 @@ class Scorer:
     """Computes one metric's rows; metric models are loaded once, embeddings come from the cache."""
 
     def __init__(self, metric: str, models: dict[str, str], reference: dict[str, Path], cache_dir: Path,
-                 device: str = "cpu", n_boot: int = 1000, seed: int = 0, truth: str | None = None):
+                 s: EvaluateSettings):
         if metric not in METRICS:
             raise EvaluateError(f"--metric {metric!r}: unknown; known: {', '.join(METRICS)}")
         self.m = METRICS[metric]
-        self.reference, self.cache_dir, self.device = reference, Path(cache_dir), device
-        self.n_boot, self.seed = n_boot, seed
+        self.reference, self.cache_dir = reference, Path(cache_dir)
+        self.n_boot, self.seed = s.bootstrap, s.seed
         self.models = models
         self.embedder = None
-        self.truth = _read_truth(truth) if self.m.kind == "attributes" else None
+        self.truth = _read_truth(s.truth) if self.m.kind == "attributes" else None
         if self.m.embedder is not None:
+            device = _device(s.device)
             from ssmttm.eval.embedders import build_embedder
 
             for role in self.m.weights:
@@ -152,14 +158,15 @@ class Scorer:
                 "n": int(n), "n_ref": int(n_ref), "lower_is_better": lower, "bootstrap": self.n_boot,
                 **self.protocol()}
 
-    def _ci(self, stat, n: int) -> tuple:
-        from ssmttm.eval.stats import bootstrap_ci
+    def _ci(self, values: np.ndarray) -> tuple:
+        """Percentile bootstrap interval of the mean of per-clip ``values`` (pairs resampled)."""
+        from ssmttm.eval.stats import mean_ci
 
-        if self.n_boot <= 0 or n < 2:
+        if self.n_boot <= 0 or len(values) < 2:
             return (None, None)
         try:
-            return bootstrap_ci(stat, n, self.n_boot, self.seed)
-        except ValueError:  # every resample degenerate (e.g. one distinct clip)
+            return mean_ci(values, self.n_boot, self.seed)
+        except ValueError:  # non-finite values
             return (None, None)
 
     def _fd(self, items: list[Item], split_half: bool) -> dict:
@@ -193,7 +200,7 @@ class Scorer:
         if not values:
             return self._row(self.m.name, None, (None, None), 0, n_ref, self.m.lower_is_better)
         v = np.asarray(values, dtype=np.float64)
-        ci = self._ci(lambda idx: float(v[idx].mean()), len(v))
+        ci = self._ci(v)
         return self._row(self.m.name, v.mean(), ci, len(v), n_ref, self.m.lower_is_better)
 
     def _kl_pairs(self, items: list[Item]) -> tuple[list[float], int]:
@@ -232,7 +239,7 @@ class Scorer:
         rows = []
         for k in ATTRIBUTE_ROWS:
             v = np.asarray([r[k] for r in per_clip if r.get(k) is not None], dtype=np.float64)
-            ci = self._ci(lambda idx, v=v: float(v[idx].mean()), len(v))
+            ci = self._ci(v)
             rows.append(self._row(k, v.mean() if len(v) else None, ci, len(v), len(refs), False))
         return rows
 
@@ -268,10 +275,9 @@ def system_columns(kind: str, experiment: str | None, meta: dict, prompt_set: st
 
 
 def evaluate(metric: str, system: str, sets: list[Path], reference: Path, prompts_path: Path,
-             models: dict[str, str], cache_dir: Path, experiment: str | None = None, truth: str | None = None,
-             device: str = "cpu", n_boot: int = 1000, seed: int = 0, pipeline_check: bool = False,
-             kappa: int | None = None) -> list[dict]:
-    """All rows of ``metric`` for ``system`` (see the module docstring)."""
+             models: dict[str, str], cache_dir: Path, s: EvaluateSettings, experiment: str | None = None,
+             pipeline_check: bool = False, kappa: int | None = None) -> list[dict]:
+    """All rows of ``metric`` for ``system`` (see the module docstring), with the settings ``s``."""
     log = logging.getLogger("ssmttm.evaluate")
     if system not in SYSTEMS:
         raise EvaluateError(f"--system {system!r}: one of {', '.join(SYSTEMS)}")
@@ -280,7 +286,7 @@ def evaluate(metric: str, system: str, sets: list[Path], reference: Path, prompt
     ref = read_reference(reference)
     if not ref:
         raise EvaluateError(f"--reference {reference}: no reference clips (see its availability.tsv)")
-    scorer = Scorer(metric, models, ref, cache_dir, device, n_boot, seed, truth)
+    scorer = Scorer(metric, models, ref, cache_dir, s)
     status = PIPELINE_CHECK if pipeline_check else "score"
     rows = []
     if system == "generated":
@@ -304,27 +310,33 @@ def evaluate(metric: str, system: str, sets: list[Path], reference: Path, prompt
     return rows
 
 
+def _flag_bool(text: str) -> bool:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def main(argv: list[str]) -> int | None:
     p = argparse.ArgumentParser(prog="ssmttm evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--metric", required=True, choices=sorted(METRICS))
     p.add_argument("--system", required=True, choices=SYSTEMS)
     p.add_argument("--experiment", default=None, help="experiment name (generated) or row label")
-    p.add_argument("--set", dest="sets", action="append", default=[],
-                   help="generated set folder (repeat per seed x step) or the resynth folder")
+    p.add_argument("--set", dest="sets", action="extend", nargs="*", default=[],
+                   help="generated set folders (one per seed x step) or the resynth folder")
     p.add_argument("--reference", required=True, help="reference set folder (ssmttm reference-audio)")
     p.add_argument("--prompts", required=True, help="prompt-set JSON")
-    p.add_argument("--model", action="append", default=[], help="ROLE=PATH (weights file, folder or receipt)")
-    p.add_argument("--truth", default=None, help="attribute truth TSV (metric attributes)")
+    p.add_argument("--model", action="extend", nargs="*", default=[],
+                   help="ROLE=PATH ... (a weights receipt, file or folder per evaluation.models role)")
     p.add_argument("--kappa", type=int, default=None, help="codebooks of the resynth system")
-    p.add_argument("--pipeline-check", action="store_true", help="metric models are random-init stand-ins")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--pipeline-check", type=_flag_bool, nargs="?", const=True, default=False,
+                   help="true: the metric models are random-init stand-ins (rows say so)")
     p.add_argument("--cache-dir", required=True, help="per-file embedding cache")
     p.add_argument("--out", required=True, help="score JSON {rows: [...]}")
+    settings.add_arguments(p, EvaluateSettings)
     args = p.parse_args(argv)
+    s = settings.from_args(p, EvaluateSettings, args)
     log = logs.setup("ssmttm.evaluate")
-    from ssmttm.weights import MissingWeightError, local_path
+    from ssmttm.weight_cache import MissingWeightError, local_path
 
     try:
         models = {}
@@ -335,9 +347,9 @@ def main(argv: list[str]) -> int | None:
             models[role] = str(local_path(path))
         if args.system != "ground_truth" and not args.sets:
             raise EvaluateError(f"--system {args.system} needs --set")
-        rows = evaluate(args.metric, args.system, [Path(s) for s in args.sets], Path(args.reference),
-                        Path(args.prompts), models, Path(args.cache_dir), args.experiment, args.truth,
-                        _device(args.device), args.bootstrap, args.seed, args.pipeline_check, args.kappa)
+        rows = evaluate(args.metric, args.system, [Path(d) for d in args.sets], Path(args.reference),
+                        Path(args.prompts), models, Path(args.cache_dir), s, args.experiment, args.pipeline_check,
+                        args.kappa)
     except (EvaluateError, MissingWeightError) as exc:
         log.error("%s", exc)
         return 2

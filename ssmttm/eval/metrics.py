@@ -46,11 +46,3 @@ METRICS: dict[str, Metric] = {
 
 # The row metrics the ``attributes`` metric produces (ssmttm.eval.attributes).
 ATTRIBUTE_ROWS = ("tempo_acc", "key_acc", "mode_acc", "drums_acc")
-
-
-def row_metrics(names: list[str]) -> list[str]:
-    """Metric names as they appear in score rows (``attributes`` expands to its four rows)."""
-    out = []
-    for n in names:
-        out.extend(ATTRIBUTE_ROWS if n == "attributes" else (n,))
-    return out

@@ -36,15 +36,12 @@ import os
 import re
 from pathlib import Path
 
+from ssmttm.constants import MUSICCAPS_COLUMNS
 from ssmttm.data.jamendo import SONG_DESCRIBER_COLUMNS, Problem
 from ssmttm.generate.prompts import PromptError
 
 log = logging.getLogger(__name__)
 
-MUSICCAPS_COLUMNS = (
-    "ytid", "start_s", "end_s", "audioset_positive_labels", "aspect_list", "caption", "author_id",
-    "is_balanced_subset", "is_audioset_eval",
-)
 MUSICCAPS_SUBSETS = ("all", "balanced", "no_singing", "random")
 YTID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 RANDOM_N = 200  # the authors' code evaluates a 200-caption subset (docs/reference.md §3)

@@ -20,11 +20,15 @@ Sources (``--source``):
   list arguments) when it is on PATH, else the clip is ``missing`` with the reason.
 - ``jamendo`` (Song Describer, and the offline demo): ``ref_id`` is a Jamendo track number; the
   track's file is found through ``raw_30s_cleantags.tsv`` (``--cleantags``) under the unpacked shards
-  (``--audio-root``, ``NN/<track>.mp3``), and ``--seconds`` are cut at ``--offset``.
+  (``--receipts``: ``NN.json`` beside ``NN/<track>.mp3``), and ``--seconds`` are cut at ``--offset``.
 
 A clip that cannot be made (video unavailable, HTTP error, timeout, undecodable, too short, track not
 in the corpus, shard not fetched) is a ``missing`` row; the stage goes on and exits 0 when at least
 ``--min-available`` clips exist.
+
+The settings (source, lengths, retries, timeouts, ...) are the keys of the config's ``evaluation.reference``
+(:class:`ssmttm.eval.options.ReferenceSettings`, defaults in the schema): the rule passes them as
+``--settings`` JSON, by hand they are flags of the same names.
 """
 
 from __future__ import annotations
@@ -37,19 +41,19 @@ import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from ssmttm import audio, io
+from ssmttm import audio, io, settings
 from ssmttm.constants import SAMPLE_RATE
+from ssmttm.errors import SsmttmError
+from ssmttm.eval.options import ReferenceSettings
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("musiccaps", "jamendo")
 AVAILABILITY_COLUMNS = ("ref_id", "status", "reason", "source")
-DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
 # HTTP 4xx other than 408 (timeout) / 429 (rate limit), and YouTube's own words for a video that is
 # gone: retrying cannot help.
 _PERMANENT = re.compile(
@@ -60,15 +64,15 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
-class ReferenceSetError(ValueError):
+class ReferenceSetError(SsmttmError, ValueError):
     """Bad arguments or a prompt-set file that cannot be used; the message names the flag or file."""
 
 
-class ClipMissing(Exception):
+class ClipMissing(SsmttmError):
     """One reference clip cannot be made; ``str(exc)`` is the reason ("<category>: <detail>")."""
 
 
-class ClipTimeout(Exception):
+class ClipTimeout(SsmttmError):
     """The per-clip wall-clock limit passed during a download."""
 
 
@@ -102,14 +106,14 @@ def read_refs(path: str | os.PathLike) -> tuple[str, list[Ref]]:
     try:
         obj = io.read_json(path)
     except (OSError, ValueError) as exc:
-        raise ReferenceSetError(f"--prompt-set {path}: cannot read ({exc})") from exc
+        raise ReferenceSetError(f"--prompts {path}: cannot read ({exc})") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("prompts"), list):
-        raise ReferenceSetError(f"--prompt-set {path}: not a prompt-set JSON (needs 'name' and a 'prompts' list)")
+        raise ReferenceSetError(f"--prompts {path}: not a prompt-set JSON (needs 'name' and a 'prompts' list)")
     refs: dict[str, Ref] = {}
     no_ref = 0
     for i, p in enumerate(obj["prompts"]):
         if not isinstance(p, dict) or "prompt_id" not in p:
-            raise ReferenceSetError(f"--prompt-set {path}: prompt {i} is not a record with a prompt_id")
+            raise ReferenceSetError(f"--prompts {path}: prompt {i} is not a record with a prompt_id")
         if p.get("ref_id") in (None, ""):
             no_ref += 1
             continue
@@ -120,7 +124,7 @@ def read_refs(path: str | os.PathLike) -> tuple[str, list[Ref]]:
                         p.get("start_s"), p.get("end_s"), ref.start_s, ref.end_s, ref.prompt_ids[0])
         ref.prompt_ids.append(str(p["prompt_id"]))
     if no_ref:
-        log.warning("--prompt-set %s: %d prompts carry no ref_id (no reference clip)", path, no_ref)
+        log.warning("--prompts %s: %d prompts carry no ref_id (no reference clip)", path, no_ref)
     return str(obj.get("name", Path(path).stem)), list(refs.values())
 
 
@@ -145,20 +149,27 @@ def _write_clip(x: np.ndarray, sr: int, seconds: float, out: Path, sample_rate: 
 # --- MusicCaps via yt-dlp -------------------------------------------------------------------------------
 @dataclass
 class FetchConfig:
-    """How MusicCaps media are fetched and cut (flags of the same names)."""
+    """How MusicCaps media are fetched and cut: the ``evaluation.reference`` settings of the same names
+    (seconds: ``timeout_s``, ``socket_timeout_s``, ``backoff_s``, ``tolerance``), the media cache folder and
+    the resolved ffmpeg."""
 
-    url_template: str = DEFAULT_URL_TEMPLATE
-    cache_dir: Path = Path("results/eval/cache/musiccaps")
-    retries: int = 3
-    timeout_s: float = 300.0
-    socket_timeout_s: float = 30.0
-    backoff_s: float = 5.0
-    format: str = "bestaudio/best"
-    cookies: str | None = None
-    ffmpeg: str | None = None  # resolved path, or None when ffmpeg is not available
-    tolerance_s: float = 0.5
-    sample_rate: int = SAMPLE_RATE
-    subtype: str = "PCM_16"
+    url_template: str
+    retries: int
+    timeout_s: float
+    socket_timeout_s: float
+    backoff_s: float
+    format: str
+    cookies: str | None
+    tolerance: float
+    subtype: str
+    cache_dir: Path
+    ffmpeg: str | None  # resolved path, or None when ffmpeg is not available
+    sample_rate: int = SAMPLE_RATE  # every reference clip is written at the pipeline's rate
+
+    @classmethod
+    def from_settings(cls, s: ReferenceSettings, cache_dir: str | os.PathLike, ffmpeg: str | None) -> FetchConfig:
+        own = {f.name for f in fields(cls)} - {"cache_dir", "ffmpeg", "sample_rate"}
+        return cls(**{k: getattr(s, k) for k in own}, cache_dir=Path(cache_dir), ffmpeg=ffmpeg)
 
 
 class _YdlLog:
@@ -182,7 +193,7 @@ def _ytdlp_once(url: str, folder: Path, ytid: str, cfg: FetchConfig) -> Path:
 
     t0 = time.monotonic()
 
-    def hook(d):  # called during the transfer: bounds a slow trickle that never trips socket_timeout
+    def hook(d):  # called during the transfer: bounds a slow trickle that never trips socket_timeout_s
         if d.get("status") == "downloading" and time.monotonic() - t0 > cfg.timeout_s:
             raise ClipTimeout(f"timeout: no complete download within {cfg.timeout_s:g} s")
 
@@ -192,7 +203,7 @@ def _ytdlp_once(url: str, folder: Path, ytid: str, cfg: FetchConfig) -> Path:
     opts = {
         "outtmpl": str(folder).replace("%", "%%") + f"/{ytid}.%(ext)s", "format": cfg.format,
         "noplaylist": True, "quiet": True, "no_warnings": True, "noprogress": True, "cachedir": False,
-        "logger": _YdlLog(), "progress_hooks": [hook], "socket_timeout": min(cfg.socket_timeout_s, cfg.timeout_s),
+        "logger": _YdlLog(), "progress_hooks": [hook], "socket_timeout_s": min(cfg.socket_timeout_s, cfg.timeout_s),
         "retries": cfg.retries, "fragment_retries": cfg.retries, "extractor_retries": cfg.retries,
         "retry_sleep_functions": {"http": sleep, "fragment": sleep, "extractor": sleep},
         "restrictfilenames": True, "overwrites": False,
@@ -212,7 +223,7 @@ def download_media(ytid: str, cfg: FetchConfig) -> tuple[Path, str]:
     """(media file, "fetched"|"cached") for one MusicCaps video; raises ClipMissing with the reason.
 
     ``--cache-dir/<ytid>/done.json`` marks a complete download: a rerun reuses it without any request.
-    Transient failures are retried ``cfg.retries`` times, sleeping ``backoff_s * 2**attempt``.
+    Transient failures are retried ``cfg.retries`` times, sleeping ``backoff_s * 2**attempt`` seconds.
     """
     folder = cfg.cache_dir / ytid
     marker = folder / "done.json"
@@ -300,7 +311,7 @@ def musiccaps_clip(ref: Ref, out_dir: Path, cfg: FetchConfig) -> Outcome:
         path, status = download_media(ref.ref_id, cfg)
         x, sr = decode_section(path, start, end - start, cfg)
         secs = _write_clip(x, sr, end - start, out_dir / f"{ref.ref_id}.wav", cfg.sample_rate, cfg.subtype,
-                           cfg.tolerance_s, f"{path.name} [{start:g}, {end:g})")
+                           cfg.tolerance, f"{path.name} [{start:g}, {end:g})")
     except ClipMissing as exc:
         return Outcome(ref.ref_id, "missing", str(exc), url)
     return Outcome(ref.ref_id, status, "", url, secs, start)
@@ -326,19 +337,22 @@ def _jamendo_num(ref_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def jamendo_clip(ref: Ref, row: dict | None, audio_root: Path, out_dir: Path, seconds: float, offset: str,
-                 sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> Outcome:
-    """Cut ``seconds`` at ``offset`` (center | start | seconds) from the corpus file of one Jamendo track."""
+def jamendo_clip(ref: Ref, row: dict | None, receipts: dict[str, Path], out_dir: Path, seconds: float,
+                 offset: float | str, subtype: str, sample_rate: int = SAMPLE_RATE) -> Outcome:
+    """Cut ``seconds`` at ``offset`` (center | start | seconds) from the corpus file of one Jamendo track.
+    ``receipts``: shard -> its fetch receipt ``<audio dir>/NN.json`` (the track is ``<audio dir>/NN/x.mp3``);
+    a shard not given was not fetched by this run, and its tracks are missing."""
     from ssmttm.data.segment import clip_starts, decode_windows, fetch_rejection, read_receipt
 
     if row is None:
         return Outcome(ref.ref_id, "missing", f"not in corpus: track {ref.ref_id} is not in raw_30s_cleantags.tsv")
-    path = audio_root / row["path"]
+    receipt = receipts.get(str(row["shard"]))
+    if receipt is None:
+        return Outcome(ref.ref_id, "missing", f"fetch: shard {row['shard']} is not one of this run's shards "
+                                              f"(no receipt given)")
+    path = receipt.parent / row["path"]
     try:
         if not path.is_file():
-            receipt = audio_root / f"{row['shard']}.json"
-            if not receipt.is_file():
-                raise ClipMissing(f"fetch: shard {row['shard']} not fetched (no {receipt})")
             raise ClipMissing(fetch_rejection(row, read_receipt(receipt)) or f"missing: {path} not found")
         sr, _, header_s = audio.info(path)
         n = int(round(seconds * sr))
@@ -363,8 +377,8 @@ def jamendo_clip(ref: Ref, row: dict | None, audio_root: Path, out_dir: Path, se
     return Outcome(ref.ref_id, "fetched", "", str(path), secs, round(start / sr, 6))
 
 
-def fetch_jamendo(refs: list[Ref], out_dir: Path, cleantags: Path, audio_root: Path, seconds: float = 10.0,
-                  offset: str = "center", sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> list[Outcome]:
+def fetch_jamendo(refs: list[Ref], out_dir: Path, cleantags: Path, receipts: dict[str, Path], seconds: float,
+                  offset: float | str, subtype: str, sample_rate: int = SAMPLE_RATE) -> list[Outcome]:
     """Every ref through :func:`jamendo_clip`, tracks looked up in ``cleantags``; outcomes in order."""
     from ssmttm.data.jamendo import read_tracks
     from ssmttm.logs import progress
@@ -376,8 +390,8 @@ def fetch_jamendo(refs: list[Ref], out_dir: Path, cleantags: Path, audio_root: P
     out = []
     for ref in progress(refs, desc="jamendo", unit="clip"):
         num = _jamendo_num(ref.ref_id)
-        out.append(jamendo_clip(ref, by_num.get(num) if num is not None else None, audio_root, out_dir, seconds,
-                                offset, sample_rate, subtype))
+        out.append(jamendo_clip(ref, by_num.get(num) if num is not None else None, receipts, out_dir, seconds,
+                                offset, subtype, sample_rate))
     return out
 
 
@@ -409,57 +423,28 @@ def write_outputs(out_dir: Path, set_name: str, source: str, refs: list[Ref], ou
     return index
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ReferenceSettings]:
+    """(the files and folders, the ``evaluation.reference`` settings); a bad value fails naming its flag."""
     p = argparse.ArgumentParser(prog="ssmttm reference-audio", description=__doc__.split("\n")[0])
-    p.add_argument("--prompts", "--prompt-set", dest="prompt_set", required=True,
-                   help="prompt-set JSON written by the prompt-set stage")
-    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("--prompts", required=True, help="prompt-set JSON written by the prompt-set stage")
     p.add_argument("--out-dir", required=True, help="results/eval/reference/<set>")
     p.add_argument("--set", default=None, help="set name in index.json (default: the prompt set's name)")
-    p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE)
-    p.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"), help="wav sample format")
-    p.add_argument("--min-available", type=int, default=1, help="fail (exit 1) with fewer clips than this")
-    g = p.add_argument_group("musiccaps (yt-dlp)")
-    g.add_argument("--url-template", default=DEFAULT_URL_TEMPLATE, help="URL with {ytid}")
-    g.add_argument("--cache-dir", default="results/eval/cache/musiccaps", help="downloaded media, one folder per ytid")
-    g.add_argument("--retries", type=int, default=3, help="retries per clip (yt-dlp's and ours)")
-    g.add_argument("--timeout", type=float, default=300.0, help="wall-clock seconds per clip download attempt")
-    g.add_argument("--socket-timeout", type=float, default=30.0, help="seconds a connection may stay silent")
-    g.add_argument("--backoff", type=float, default=5.0, help="first retry wait in seconds, doubled each retry")
-    g.add_argument("--format", default="bestaudio/best", help="yt-dlp format selector")
-    g.add_argument("--cookies", default=None, help="cookies.txt for yt-dlp (optional)")
-    g.add_argument("--ffmpeg", default="ffmpeg", help="ffmpeg executable for m4a/webm (skipped if not found)")
-    g.add_argument("--tolerance", type=float, default=0.5, help="seconds a clip may fall short (zero-padded)")
-    g.add_argument("--jobs", type=int, default=4, help="parallel downloads")
-    g = p.add_argument_group("jamendo")
-    g.add_argument("--cleantags", default=None, help="raw_30s_cleantags.tsv")
-    g.add_argument("--audio-root", default=None, help="unpacked shards NN/<track>.mp3 (results/data/source/audio)")
-    g.add_argument("--seconds", type=float, default=10.0, help="clip length")
-    g.add_argument("--offset", default="center", help="center, start, or seconds from the track start")
+    p.add_argument("--cache-dir", default=None, help="musiccaps: downloaded media, one folder per ytid")
+    p.add_argument("--cleantags", default=None, help="jamendo: raw_30s_cleantags.tsv")
+    p.add_argument("--receipts", nargs="*", default=[], help="jamendo: the fetch receipts of this run's shards, "
+                   "results/data/source/audio/NN.json (the tracks are NN/<track>.mp3 beside them)")
+    settings.add_arguments(p, ReferenceSettings)
     args = p.parse_args(argv)
-    for flag, val, lo in (("--retries", args.retries, 0), ("--min-available", args.min_available, 0),
-                          ("--jobs", args.jobs, 1), ("--sample-rate", args.sample_rate, 1)):
-        if val < lo:
-            p.error(f"{flag}: must be >= {lo}, got {val}")
-    for flag, val in (("--timeout", args.timeout), ("--socket-timeout", args.socket_timeout),
-                      ("--seconds", args.seconds)):
-        if not val > 0:
-            p.error(f"{flag}: must be > 0, got {val}")
-    if args.backoff < 0 or args.tolerance < 0:
-        p.error("--backoff/--tolerance: must be >= 0")
-    if "{ytid}" not in args.url_template:
-        p.error(f"--url-template: needs a {{ytid}} placeholder, got {args.url_template!r}")
-    if args.offset not in ("center", "start"):
-        try:
-            if float(args.offset) < 0:
-                raise ValueError
-        except ValueError:
-            p.error(f"--offset: center, start or seconds >= 0, got {args.offset!r}")
-    if args.source == "jamendo":
-        for flag, val, kind in (("--cleantags", args.cleantags, "file"), ("--audio-root", args.audio_root, "dir")):
-            if not val or not (Path(val).is_file() if kind == "file" else Path(val).is_dir()):
-                p.error(f"{flag}: needed for --source jamendo; {val!r} is not an existing {kind}")
-    return args
+    s = settings.from_args(p, ReferenceSettings, args)
+    if s.source == "jamendo":
+        if not args.cleantags or not Path(args.cleantags).is_file():
+            p.error(f"--cleantags: needed for --source jamendo; {args.cleantags!r} is not an existing file")
+        for r in args.receipts:
+            if not Path(r).is_file():
+                p.error(f"--receipts: {r} is not an existing file")
+    elif not args.cache_dir:
+        p.error("--cache-dir: needed for --source musiccaps (the downloaded media)")
+    return args, s
 
 
 def main(argv: list[str]) -> int | None:
@@ -467,9 +452,9 @@ def main(argv: list[str]) -> int | None:
     from ssmttm import logs
 
     logs.setup()
-    args = parse_args(argv)
+    args, s = parse_args(argv)
     try:
-        name, refs = read_refs(args.prompt_set)
+        name, refs = read_refs(args.prompts)
     except ReferenceSetError as exc:
         log.error("%s", exc)
         return 2
@@ -478,31 +463,28 @@ def main(argv: list[str]) -> int | None:
     bad = [r for r in refs if not _SAFE.match(r.ref_id) or r.ref_id in (".", "..", "index")]
     good = [r for r in refs if r not in bad]
     t0 = time.time()
-    if args.source == "musiccaps":
-        ffmpeg = shutil.which(args.ffmpeg)
+    if s.source == "musiccaps":
+        ffmpeg = shutil.which(s.ffmpeg)
         if ffmpeg is None:
-            log.warning("--ffmpeg %s: not found; media soundfile cannot read (m4a, webm) will be missing", args.ffmpeg)
-        cfg = FetchConfig(args.url_template, Path(args.cache_dir), args.retries, args.timeout, args.socket_timeout,
-                          args.backoff, args.format, args.cookies, ffmpeg, args.tolerance, args.sample_rate,
-                          args.subtype)
-        outcomes = fetch_musiccaps(good, out_dir, cfg, args.jobs)
-        extra = {"url_template": args.url_template, "retries": args.retries, "timeout_s": args.timeout,
-                 "socket_timeout_s": args.socket_timeout,
-                 "format": args.format, "ffmpeg": ffmpeg, "tolerance_s": args.tolerance}
+            log.warning("--ffmpeg %s: not found; media soundfile cannot read (m4a, webm) will be missing", s.ffmpeg)
+        cfg = FetchConfig.from_settings(s, args.cache_dir, ffmpeg)
+        outcomes = fetch_musiccaps(good, out_dir, cfg, s.jobs)
+        extra = {"url_template": s.url_template, "retries": s.retries, "timeout_s": s.timeout_s,
+                 "socket_timeout_s": s.socket_timeout_s, "format": s.format, "ffmpeg": ffmpeg, "tolerance": s.tolerance}
     else:
-        outcomes = fetch_jamendo(good, out_dir, Path(args.cleantags), Path(args.audio_root), args.seconds,
-                                 args.offset, args.sample_rate, args.subtype)
-        extra = {"cleantags": args.cleantags, "audio_root": args.audio_root, "seconds": args.seconds,
-                 "offset": args.offset}
+        receipts = {Path(r).stem: Path(r) for r in args.receipts}
+        outcomes = fetch_jamendo(good, out_dir, Path(args.cleantags), receipts, s.seconds, s.offset, s.subtype)
+        extra = {"cleantags": args.cleantags, "receipts": sorted(map(str, receipts.values())), "seconds": s.seconds,
+                 "offset": s.offset}
     outcomes += [Outcome(r.ref_id, "missing", f"bad ref_id: {r.ref_id!r} is not a safe file name") for r in bad]
     for o in outcomes:
         if o.status == "missing":
             log.warning("ref %s missing: %s", o.ref_id, o.reason)
-    extra.update(sample_rate=args.sample_rate, subtype=args.subtype, prompt_set=str(args.prompt_set),
+    extra.update(sample_rate=SAMPLE_RATE, subtype=s.subtype, prompt_set=str(args.prompts),
                  elapsed_s=round(time.time() - t0, 3))
-    index = write_outputs(out_dir, args.set or name, args.source, refs, outcomes, extra)
+    index = write_outputs(out_dir, args.set or name, s.source, refs, outcomes, extra)
     log.info("%s (%s) -> %s", index["summary"], json.dumps(index["counts"]), out_dir)
-    if index["n_available"] < args.min_available:
-        log.error("--min-available %d: only %d reference clips available", args.min_available, index["n_available"])
+    if index["n_available"] < s.min_available:
+        log.error("--min-available %d: only %d reference clips available", s.min_available, index["n_available"])
         return 1
     return 0

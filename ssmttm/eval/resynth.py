@@ -4,6 +4,7 @@ The codec re-synthesis row of every table (STYLE.md, audiocraft's ``use_gt``): a
 generated DAC codes perfectly would still score no better than this, so a metric that rates the
 re-synthesis badly is measuring the codec, not the language model. Output: a set folder like the
 reference one (``<ref_id>.wav`` at the codec rate + ``index.json`` with ``kind: resynth``).
+Settings (:class:`ssmttm.eval.options.ResynthSettings`): ``tokens.codec`` and ``evaluation.device``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmttm import audio, io, logs
+from ssmttm import audio, io, logs, settings
+from ssmttm.eval.options import ResynthSettings
 
 
-def resynthesize(reference: Path, codec_name: str, weights: str, kappa: int, out_dir: Path,
-                 device: str = "auto") -> dict:
+def resynthesize(reference: Path, codec_name: str, weights: str, kappa: int, out_dir: Path, device: str) -> dict:
     """Encode every reference clip, decode codebooks ``[:kappa]``, write wavs; returns the index."""
     import torch
 
     from ssmttm.codec import CodecError, load_codec, resolve_device
-    from ssmttm.weights import local_path
+    from ssmttm.weight_cache import local_path
 
     log = logs.setup("ssmttm.resynth")
     codec = load_codec(codec_name, local_path(weights), resolve_device(device))
@@ -60,17 +61,17 @@ def resynthesize(reference: Path, codec_name: str, weights: str, kappa: int, out
 def main(argv: list[str]) -> int | None:
     p = argparse.ArgumentParser(prog="ssmttm resynth", description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", required=True, help="reference set folder (index.json + wavs)")
-    p.add_argument("--codec", default="dac")
-    p.add_argument("--codec-weights", required=True, help="weights receipt or local checkpoint")
+    p.add_argument("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json "
+                   "(or a local checkpoint)")
     p.add_argument("--kappa", type=int, required=True, help="codebooks kept (1..K)")
-    p.add_argument("--device", default="auto")
     p.add_argument("--out-dir", required=True)
+    settings.add_arguments(p, ResynthSettings)
     args = p.parse_args(argv)
+    s = settings.from_args(p, ResynthSettings, args)
     from ssmttm.codec import CodecError
 
     try:
-        resynthesize(Path(args.reference), args.codec, args.codec_weights, args.kappa, Path(args.out_dir),
-                     args.device)
+        resynthesize(Path(args.reference), s.codec, args.codec_weights, args.kappa, Path(args.out_dir), s.device)
     except CodecError as exc:
         logs.setup("ssmttm.resynth").error("%s", exc)
         return 2

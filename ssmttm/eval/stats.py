@@ -8,13 +8,16 @@ numpy + scipy only; every function takes arrays the embedders already produced (
 - KL (audiocraft / MusicGen protocol, docs/reference.md §3): PaSST window logits are mean-pooled
   per clip, softmaxed, and ``KL(p_ref || p_gen)`` is taken per (reference, generated) pair, then averaged.
 - FAD is biased by the number of clips (Binkowski et al. 2018; Gui et al. 2024), so every score
-  carries n and a percentile-bootstrap interval: for FD the *generated clips* are resampled with
-  replacement while the reference statistics stay fixed (the reference set is the yardstick, not
-  the thing measured); for per-pair metrics (KL, CLAP score) the pairs are resampled.
+  carries n and a bootstrap interval: for FD the *generated clips* are resampled with replacement
+  while the reference statistics stay fixed (the reference set is the yardstick, not the thing
+  measured), and the interval is ``FD +- z * se`` (:func:`fd_bootstrap_ci`); for per-pair metrics
+  (KL, CLAP score, attribute hits) the pairs are resampled and the interval of their mean is the
+  percentile one of ``scipy.stats.bootstrap`` (:func:`mean_ci`).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -187,6 +190,28 @@ def kl_per_pair(ref_logits: np.ndarray, gen_logits: np.ndarray) -> float:
 
 
 # --- bootstrap ----------------------------------------------------------------------------------------
+def _check_bootstrap_args(n_items: int, n_boot: int, alpha: float, who: str) -> None:
+    if n_items < 1:
+        raise ValueError(f"{who} needs n_items >= 1, got {n_items}")
+    if n_boot < 1:
+        raise ValueError(f"{who} needs n_boot >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def _percentile_bootstrap(data: np.ndarray, statistic, vectorized: bool, n_boot: int, seed: int,
+                          alpha: float):
+    """``scipy.stats.bootstrap`` of a one-sample ``statistic`` over ``data`` (resampled with
+    replacement, ``n_boot`` times), percentile method, seeded: the ``BootstrapResult``."""
+    from scipy import stats as sps
+
+    with warnings.catch_warnings():  # a non-finite resample is handled by the callers, not warned about
+        warnings.simplefilter("ignore", sps.DegenerateDataWarning)
+        return sps.bootstrap((data,), statistic, n_resamples=n_boot, vectorized=vectorized,
+                             confidence_level=1.0 - alpha, method="percentile",
+                             rng=np.random.default_rng(seed))
+
+
 def bootstrap_ci(
     stat_fn: Callable[[np.ndarray], float],
     n_items: int,
@@ -194,32 +219,41 @@ def bootstrap_ci(
     seed: int,
     alpha: float = 0.05,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval: ``(low, high)`` at levels ``alpha/2`` and ``1 - alpha/2``.
+    """Percentile bootstrap interval of any statistic of items: ``(low, high)`` at levels ``alpha/2``
+    and ``1 - alpha/2``.
 
-    Each of ``n_boot`` resamples draws ``n_items`` indices with replacement (``idx: [n_items] int64``)
-    and calls ``stat_fn(idx) -> float``; non-finite values are dropped (a resample can be degenerate).
-    Deterministic for a given ``seed``.
+    ``scipy.stats.bootstrap`` resamples the item indices ``n_boot`` times with replacement
+    (``idx: [n_items] int64``) and calls ``stat_fn(idx) -> float`` on each resample; resamples whose
+    statistic is non-finite are dropped (a resample can be degenerate) and the percentiles taken over
+    the others. Deterministic for a given ``seed``. One item: its statistic, twice.
     """
-    if n_items < 1:
-        raise ValueError(f"bootstrap_ci needs n_items >= 1, got {n_items}")
-    if n_boot < 1:
-        raise ValueError(f"bootstrap_ci needs n_boot >= 1, got {n_boot}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    rng = np.random.default_rng(seed)
-    vals = np.array([stat_fn(rng.integers(0, n_items, size=n_items)) for _ in range(n_boot)], dtype=np.float64)
+    _check_bootstrap_args(n_items, n_boot, alpha, "bootstrap_ci")
+    if n_items == 1:  # every resample is the one item (scipy needs two)
+        vals = np.array([stat_fn(np.zeros(1, dtype=np.int64))], dtype=np.float64)
+    else:
+        res = _percentile_bootstrap(np.arange(n_items), stat_fn, False, n_boot, seed, alpha)
+        vals = np.asarray(res.bootstrap_distribution, dtype=np.float64)
+        if np.all(np.isfinite(vals)):
+            return float(res.confidence_interval.low), float(res.confidence_interval.high)
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
         raise ValueError("every bootstrap resample gave a non-finite statistic")
-    low, high = np.percentile(vals, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    low, high = np.quantile(vals, [alpha / 2.0, 1.0 - alpha / 2.0])  # scipy's percentile rule
     return float(low), float(high)
 
 
 def mean_ci(values: Sequence[float], n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Bootstrap interval of the mean of per-item values (per-pair KL, per-clip CLAP cosine):
-    the pairs are resampled with replacement."""
-    v = np.asarray(values, dtype=np.float64)
-    return bootstrap_ci(lambda idx: float(v[idx].mean()), v.shape[0], n_boot, seed, alpha)
+    """Percentile bootstrap interval of the mean of per-item values (per-pair KL, per-clip CLAP
+    cosine, attribute hits): ``scipy.stats.bootstrap`` of ``np.mean`` with the items resampled with
+    replacement, ``method="percentile"``, seeded by ``seed`` (deterministic). ``values: [n]`` finite."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    _check_bootstrap_args(v.shape[0], n_boot, alpha, "mean_ci")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("mean_ci: values contain NaN or inf")
+    if v.shape[0] == 1:  # every resample is the one value (scipy needs two)
+        return float(v[0]), float(v[0])
+    ci = _percentile_bootstrap(v, np.mean, True, n_boot, seed, alpha).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def fd_bootstrap_ci(

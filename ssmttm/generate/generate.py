@@ -38,38 +38,23 @@ from typing import Callable
 
 import numpy as np
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
 from ssmttm.constants import CODEBOOK_SIZE, SPECIAL_TOKEN
+from ssmttm.errors import SsmttmError
 from ssmttm.generate import sampling as smp
+from ssmttm.models.checkpoint import MODEL_FILE, load_model, resolve_checkpoint
+from ssmttm.refiner import load_refiner
+from ssmttm.text.store import pad
 
 log = logging.getLogger("ssmttm.generate")
-AUDIO_FORMATS = ("wav", "flac")
 TEXT_BATCH = 64  # prompts per T5 forward
 
 
-class GenerationError(RuntimeError):
+class GenerationError(SsmttmError, RuntimeError):
     """Generation cannot go on; the message names the checkpoint, codec, prompt or token."""
 
 
-# --- checkpoint, validation ------------------------------------------------------------------------
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder from ``path``: the folder itself (holds model.safetensors), or a run
-    folder / its ``ckpt/`` folder, whose ``ckpt/last`` text file names the newest checkpoint."""
-    from ssmttm.models.checkpoint import MODEL_FILE
-
-    p = Path(path)
-    if (p / MODEL_FILE).is_file():
-        return p
-    for last in (p / "ckpt" / "last", p / "last"):
-        if last.is_file():
-            name = last.read_text(encoding="utf-8").strip()
-            for cand in (Path(name), last.parent / name, last.parent / Path(name).name):
-                if name and (cand / MODEL_FILE).is_file():
-                    return cand
-            raise GenerationError(f"--checkpoint {p}: {last} names {name!r}, which is not a checkpoint folder")
-    raise GenerationError(f"--checkpoint {p}: not a checkpoint folder (no {MODEL_FILE}) and no ckpt/last file")
-
-
+# --- validation -------------------------------------------------------------------------------------
 def check_codes(codes, limit: int, what: str) -> None:
     """Raise :class:`GenerationError` when an id of ``codes`` lies outside ``[0, limit)``."""
     if codes.numel() == 0:
@@ -81,15 +66,9 @@ def check_codes(codes, limit: int, what: str) -> None:
 
 
 def pad_states(states: list[np.ndarray], device) -> tuple:
-    """B arrays [L_i, D] -> (text [B, L, D] float32, mask [B, L] bool), right-padded."""
-    import torch
-
-    L = max(s.shape[0] for s in states)
-    text = torch.zeros(len(states), L, states[0].shape[1], dtype=torch.float32)
-    mask = torch.zeros(len(states), L, dtype=torch.bool)
-    for i, s in enumerate(states):
-        text[i, :s.shape[0]] = torch.from_numpy(np.asarray(s, dtype=np.float32))
-        mask[i, :s.shape[0]] = True
+    """B arrays [L_i, D] -> (text [B, L, D] float32, mask [B, L] bool) on ``device``, right-padded
+    (:func:`ssmttm.text.store.pad`, the batching the LM was trained with)."""
+    text, mask = pad(states)
     return text.to(device), mask.to(device)
 
 
@@ -195,7 +174,7 @@ class Generator:
 
     def __init__(self, checkpoint: str | os.PathLike, codec: str, codec_weights: str | os.PathLike,
                  text_encoder: str | os.PathLike, device: str = "auto", kappa: int | None = None,
-                 max_text_length: int = 256, refiner=None, refiner_sampler=None):
+                 max_text_length: int | None = None, refiner=None, refiner_sampler=None):
         """``refiner``: an :class:`ssmttm.refiner.Refiner` (the two-stage system: the LM's kappa codebooks
         are completed to all K before decoding) with its ``refiner_sampler`` settings, or None."""
         from ssmttm.codec import resolve_device
@@ -211,7 +190,7 @@ class Generator:
                                   f"codebook; the LM predicts {CODEBOOK_SIZE}")
         self.text_key, self.text_sha256 = encoder_identity(text_encoder)
         self.encoder, self.tokenizer = load_t5_encoder(text_encoder, str(self.device))
-        self.max_text_length = int(max_text_length)
+        self.requested_max_length = max_text_length  # None: the checkpoint's (checked in load_checkpoint)
         self.refiner, self.refiner_sampler = refiner, refiner_sampler
         if refiner is not None:
             refiner.check_codec(self.codec)
@@ -220,8 +199,6 @@ class Generator:
     def load_checkpoint(self, checkpoint: str | os.PathLike, kappa: int | None = None) -> None:
         """Load (or swap in) the LM of ``checkpoint``, keeping the codec and the text encoder: one job
         samples several checkpoints of a run without reloading them. Checks the checkpoint against both."""
-        from ssmttm.models.checkpoint import MODEL_FILE, load_model
-
         self.ckpt_dir = resolve_checkpoint(checkpoint)
         self.lm, self.meta = load_model(self.ckpt_dir, self.device, kappa)  # CheckpointError on a kappa mismatch
         self.kappa = int(self.lm.cfg.n_codebooks)
@@ -229,6 +206,12 @@ class Generator:
         if self.kappa > self.codec.n_codebooks:
             raise GenerationError(f"checkpoint {self.ckpt_dir} models kappa={self.kappa} codebooks but codec "
                                   f"{self.codec_arg} has only {self.codec.n_codebooks}")
+        from ssmttm import pattern
+
+        laid_out = self.meta.get("pattern")
+        if laid_out is not None and laid_out != pattern.NAME:
+            raise GenerationError(f"checkpoint {self.ckpt_dir} was trained on codes laid out as {laid_out!r}; "
+                                  f"generation decodes the {pattern.NAME!r} pattern")
         want = _meta_sha(self.meta, "codec")
         if want and want != self.codec.weights_sha256:
             raise GenerationError(f"checkpoint {self.ckpt_dir} was trained on codec tokens of sha256 {want[:12]}, "
@@ -240,10 +223,28 @@ class Generator:
         if self.refiner is not None and self.refiner.cond_codebooks != self.kappa:
             raise GenerationError(f"checkpoint {self.ckpt_dir} models kappa={self.kappa} codebooks, the refiner "
                                   f"completes kappa={self.refiner.cond_codebooks}")
+        self.max_text_length = self._text_max_length()
         d = int(self.encoder.config.d_model)
         if d != self.lm.cfg.text_dim:
             raise GenerationError(f"--text-encoder {self.text_arg} gives {d}-d states but checkpoint "
                                   f"{self.ckpt_dir} expects text_dim={self.lm.cfg.text_dim}")
+
+    def _text_max_length(self) -> int:
+        """Prompts are truncated exactly as the checkpoint's training captions were (its text store's
+        max_length, recorded in meta.json); a different requested length is an error naming both."""
+        trained = (self.meta.get("text_encoder") or {}).get("max_length")
+        asked = self.requested_max_length
+        if trained is not None and asked is not None and int(asked) != int(trained):
+            raise GenerationError(f"--max-length {asked} (config text.max_length) differs from the {trained} tokens "
+                                  f"checkpoint {self.ckpt_dir} was trained with; re-run text-embed and training, "
+                                  f"or generate with --max-length {trained}")
+        if trained is None and asked is None:
+            from ssmttm import settings
+
+            asked = settings.defaults(("text",))["max_length"]
+            log.warning("checkpoint %s does not record its text max_length; truncating prompts at %d tokens "
+                        "(config text.max_length default)", self.ckpt_dir, asked)
+        return int(trained if trained is not None else asked)
 
     def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Each unique text once -> {text: float32 [L, text_dim]} (values rounded through float16,
@@ -293,7 +294,7 @@ class Generator:
                     "decode_kappa": self.kappa if self.refiner is None else self.refiner.n_codebooks,
                     "stages": "single-stage" if self.refiner is None else "two-stage",
                     **({} if self.refiner is None else {**self.refiner.describe(), **self.refiner_sampler.to_dict()}),
-                    "text_encoder": self.text_key, "text_encoder_sha256": self.text_sha256,
+                    "text_encoder": self.text_key, "text_encoder_sha256": self.text_sha256, "text_max_length": self.max_text_length,
                     "sample_rate": sr, "variant": self.lm.cfg.variant, "step": self.meta.get("step"),
                     "prompt_set": prompt_set}
         items, rejected, gen_s, refine_s = [], [], 0.0, 0.0
@@ -331,58 +332,40 @@ class Generator:
 
 # --- stage ------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from ssmttm.generate.prompts import PROMPT_SETS
+    """Flags -> namespace with ``settings`` (GenerateSettings), ``refiner_settings`` (RefinerSampling),
+    ``sampling`` and ``refiner_sampling``; a bad value fails naming the flag and its config key."""
+    from ssmttm.generate.options import GenerateSettings, RefinerSampling
 
     p = argparse.ArgumentParser(prog="ssmttm generate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, action="append",
                    help="checkpoint folder ckpt/step_N, or a run folder (uses ckpt/last); repeat with one --out-dir "
                         "each to sample several checkpoints of a run in one job (codec and T5 loaded once)")
-    p.add_argument("--codec", default="dac", help="codec registry name (default dac)")
     p.add_argument("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json or a file")
     p.add_argument("--text-encoder", required=True, help="T5 weights receipt results/weights/<key>.json or a folder")
-    p.add_argument("--prompt-set", default="demo", choices=sorted(PROMPT_SETS), help="prompt set (default demo)")
     p.add_argument("--prompts-file", default=None, help=".txt/.csv/.json/.yaml prompts (demo and file sets)")
     p.add_argument("--prompt", action="append", default=None, help="a prompt text (repeatable; demo set)")
-    p.add_argument("--n-tokens", type=int, default=2200, help="audio frames per clip (2200 = 25.5 s)")
-    p.add_argument("--cfg-scale", type=float, default=smp.CFG_SCALE)
-    p.add_argument("--temperature", type=float, default=smp.TEMPERATURE, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=smp.TOP_K, help="0 = no top-k filter")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (2x rows with CFG)")
-    p.add_argument("--kappa", type=int, default=None, help="expected codebooks; must match the checkpoint")
-    p.add_argument("--max-text-length", type=int, default=256, help="T5 tokens per prompt incl. </s>")
-    p.add_argument("--format", default="wav", choices=AUDIO_FORMATS)
     p.add_argument("--refiner", default=None,
                    help="two-stage: a refiner checkpoint (train_refiner run folder, ckpt/step_N or done.json; or a "
                         "DiscoDiff checkpoint with --refiner-backend discodiff) that completes the LM's codebooks")
-    p.add_argument("--refiner-backend", default="ssmttm", help="refiner registry name (ssmttm, discodiff)")
-    p.add_argument("--refiner-steps", type=int, default=100, help="diffusion sampling steps (default 100)")
-    p.add_argument("--refiner-cfg-scale", type=float, default=3.0, help="refiner guidance scale (default 3.0)")
-    p.add_argument("--refiner-sampler", default="ddpm", help="ddpm (ancestral) or ddim (deterministic, fewer steps)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--out-dir", required=True, action="append",
                    help="results/generate/<exp>/seed<S>/step_N/<set> (one per --checkpoint, same order)")
+    settings.add_arguments(p, GenerateSettings)
+    settings.add_arguments(p, RefinerSampling, prefix="refiner-")
     args = p.parse_args(argv)
-    if args.n_tokens < 1:
-        p.error(f"--n-tokens: must be >= 1, got {args.n_tokens}")
-    if args.batch_size < 1:
-        p.error(f"--batch-size: must be >= 1, got {args.batch_size}")
-    if args.kappa is not None and args.kappa < 1:
-        p.error(f"--kappa: must be >= 1, got {args.kappa}")
-    if args.max_text_length < 2:
-        p.error(f"--max-text-length: must be >= 2, got {args.max_text_length}")
     if len(args.out_dir) != len(args.checkpoint):
         p.error(f"--out-dir: give one per --checkpoint ({len(args.checkpoint)} checkpoints, {len(args.out_dir)} "
                 f"out dirs)")
+    args.settings = cfg = settings.from_args(p, GenerateSettings, args)
+    args.refiner_settings = rs = settings.from_args(p, RefinerSampling, args, prefix="refiner-")
     try:
-        args.sampling = smp.SamplingConfig(args.cfg_scale, args.temperature, args.top_k)
+        args.sampling = smp.SamplingConfig(cfg.cfg_scale, cfg.temperature, cfg.top_k)
     except smp.SamplingError as exc:
         p.error(str(exc))
     from ssmttm.refiner.diffusion import SamplerConfig
 
     try:
-        args.refiner_sampling = SamplerConfig(args.refiner_steps, args.refiner_cfg_scale, args.refiner_sampler)
+        args.refiner_sampling = SamplerConfig(rs.steps, rs.cfg_scale, rs.sampler)
     except ValueError as exc:
         p.error(f"--refiner-*: {exc}")
     return args
@@ -390,37 +373,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int | None:
     """``generate``: sample audio for a prompt set from one LM checkpoint."""
-    from ssmttm.codec import CodecError
-    from ssmttm.generate.prompts import PromptError, load_prompt_set
-    from ssmttm.models.checkpoint import CheckpointError
-    from ssmttm.refiner import RefinerError, load_refiner
-    from ssmttm.text.encoder import TextEncoderError
-    from ssmttm.weights import MissingWeightError
+    from ssmttm.generate.prompts import load_prompt_set
 
     logs.setup()
     args = parse_args(argv)
+    cfg = args.settings
     try:
-        prompts = load_prompt_set(args.prompt_set, prompts=args.prompt, prompts_file=args.prompts_file)
+        prompts = load_prompt_set(cfg.prompt_set, prompts=args.prompt, prompts_file=args.prompts_file)
         refiner = None
         if args.refiner:
-            refiner = load_refiner(args.refiner_backend, args.refiner, args.device)  # the factory resolves "auto"
-        gen = Generator(args.checkpoint[0], args.codec, args.codec_weights, args.text_encoder, args.device,
-                        kappa=args.kappa, max_text_length=args.max_text_length, refiner=refiner,
+            refiner = load_refiner(args.refiner_settings.backend, args.refiner, cfg.device)  # resolves "auto"
+        gen = Generator(args.checkpoint[0], cfg.codec, args.codec_weights, args.text_encoder, cfg.device,
+                        kappa=cfg.kappa, max_text_length=cfg.max_length, refiner=refiner,
                         refiner_sampler=args.refiner_sampling)
-    except (PromptError, CheckpointError, GenerationError, CodecError, TextEncoderError, MissingWeightError,
-            RefinerError) as exc:
+    except SsmttmError as exc:  # prompts, checkpoint, codec, text encoder, weights, refiner: named, no traceback
         log.error("%s", exc)
         return 2
     ok = True
     for i, (ckpt, out_dir) in enumerate(zip(args.checkpoint, args.out_dir)):
         if i:
             try:
-                gen.load_checkpoint(ckpt, args.kappa)
-            except (CheckpointError, GenerationError) as exc:
+                gen.load_checkpoint(ckpt, cfg.kappa)
+            except SsmttmError as exc:
                 log.error("%s", exc)
                 return 2
-        index = gen.run(prompts, out_dir, args.n_tokens, args.sampling, seed=args.seed,
-                        batch_size=args.batch_size, audio_format=args.format, prompt_set=args.prompt_set)
+        index = gen.run(prompts, out_dir, cfg.n_tokens, args.sampling, seed=cfg.seed,
+                        batch_size=cfg.batch_size, audio_format=cfg.format, prompt_set=cfg.prompt_set)
         log.info("wrote %d clips (%d rejected) to %s in %.1f s", len(index["items"]), len(index["rejected"]),
                  out_dir, index["elapsed_s"])
         ok = ok and bool(index["items"])

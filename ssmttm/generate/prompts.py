@@ -37,6 +37,8 @@ import os
 import re
 from pathlib import Path
 
+from ssmttm.errors import SsmttmError
+
 # name -> "module:function"; function(prompts=None, prompts_file=None, **options) -> list of
 # (prompt_id, text) pairs or {"prompt_id", "text", "ref_id"?, ...extra} records
 PROMPT_SETS: dict[str, str] = {
@@ -60,13 +62,8 @@ _ID_KEYS = ("prompt_id", "id", "caption_id")
 _SET_ARGS = ("prompts", "prompts_file")
 
 
-class PromptError(ValueError):
+class PromptError(SsmttmError, ValueError):
     """A prompt set or file that cannot be used; the message names the file, set or prompt id."""
-
-
-def safe_id(value: str) -> bool:
-    """True when ``value`` can name a file (``[A-Za-z0-9._-]+``, not ``.``/``..``/``index``)."""
-    return bool(_ID.match(value)) and value not in (".", "..", "index")
 
 
 def check_records(items: list, where: str) -> list[dict]:
@@ -130,10 +127,6 @@ def _records(obj, where: str) -> list[dict]:
         else:
             raise PromptError(f"{where}: entry {i} is neither a string nor an object")
     return items
-
-
-def _from_records(obj, where: str) -> list[tuple[str, str]]:
-    return [(r["prompt_id"], r["text"]) for r in _records(obj, where)]
 
 
 def read_prompt_records(path: str | os.PathLike) -> list[dict]:
@@ -253,47 +246,38 @@ def load_prompt_set(name: str, prompts: list[str] | None = None,
 
 
 def main(argv: list[str]) -> int | None:
-    """``prompt-set``: resolve a prompt set (config JSON, a file, a dataset csv or the built-in demo)
-    and write it as ``{"name", "options", "prompts": [{"prompt_id", "text", "ref_id", ...}, ...]}``
+    """``prompt-set``: resolve a prompt set (the config's own prompts, a file, a dataset csv or the built-in
+    demo) and write it as ``{"name", "options", "prompts": [{"prompt_id", "text", "ref_id", ...}, ...]}``
     JSON, the ``--prompts-file`` of ``generate`` and ``reference-audio``."""
     import argparse
-    import json
 
-    from ssmttm import io, logs
+    from ssmttm import io, logs, settings
+    from ssmttm.generate.options import PromptSetSettings
 
     p = argparse.ArgumentParser(prog="ssmttm prompt-set", description=main.__doc__)
-    p.add_argument("--name", default="demo", help=f"prompt set ({', '.join(PROMPT_SETS)})")
-    p.add_argument("--json", default=None, help="prompts as JSON (a list, or a mapping prompt_id -> text)")
-    p.add_argument("--prompts-file", default=None, help=".txt/.csv/.json/.yaml prompts, or the dataset csv")
+    p.add_argument("--prompts-file", default=None, help=".txt/.csv/.json/.yaml prompts, or the dataset csv "
+                                                        "(generate.prompts_source)")
     p.add_argument("--prompt", action="append", default=None, help="a prompt text (repeatable; demo set)")
-    p.add_argument("--options", default=None, help='set options as a JSON object, e.g. {"subset": "random", "n": 200}')
     p.add_argument("--out", required=True, help="output JSON")
+    settings.add_arguments(p, PromptSetSettings)
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, PromptSetSettings, args)
     log = logs.setup("ssmttm.prompts")
+    name = cfg.prompt_set
+    options = dict(cfg.prompt_options.get(name) or {})
     try:
-        options = {}
-        if args.options:
-            try:
-                options = json.loads(args.options)
-            except json.JSONDecodeError as exc:
-                raise PromptError(f"--options: not valid JSON ({exc})") from exc
-            if not isinstance(options, dict):
-                raise PromptError(f"--options: expected a JSON object, got {type(options).__name__}")
-        if args.json:
-            try:
-                obj = json.loads(args.json)
-            except json.JSONDecodeError as exc:
-                raise PromptError(f"--json: not valid JSON ({exc})") from exc
+        if name not in PROMPT_SETS:
+            raise PromptError(f"--prompt-set {name!r}: not a prompt set (known: {sorted(PROMPT_SETS)})")
+        if cfg.prompts and name == "demo" and not args.prompt:
             if options:
-                raise PromptError("--options: not used with --json")
-            records = check_records(_records(obj, "--json"), "--json")
+                raise PromptError("--prompt-options: the demo set takes no options with --prompts")
+            records = check_records(_records(cfg.prompts, "--prompts"), "--prompts")
         else:
-            records = load_prompt_records(args.name, prompts=args.prompt, prompts_file=args.prompts_file,
-                                          options=options)
+            records = load_prompt_records(name, prompts=args.prompt, prompts_file=args.prompts_file, options=options)
     except PromptError as exc:
         log.error("%s", exc)
         return 2
-    io.write_json(args.out, {"name": args.name, "options": options, "prompts": records})
+    io.write_json(args.out, {"name": name, "options": options, "prompts": records})
     n_refs = len({r["ref_id"] for r in records if r["ref_id"] is not None})
-    log.info("prompt set %s: %d prompts (%d reference ids) -> %s", args.name, len(records), n_refs, args.out)
+    log.info("prompt set %s: %d prompts (%d reference ids) -> %s", name, len(records), n_refs, args.out)
     return 0

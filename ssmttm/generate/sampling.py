@@ -4,10 +4,11 @@ Defaults (docs/reference.md §1, the authors' sampling): CFG on logits
 ``uncond + 3.0 * (cond - uncond)`` with the empty string as the unconditional prompt, temperature
 1.2, top-k 250.
 
-Seeding: every row (one prompt) owns a ``torch.Generator`` seeded with the run's seed, and its
-random numbers are drawn for that row alone (Gumbel-max over the top-k candidates). So a prompt's
-tokens depend on (checkpoint, prompt, seed, settings) and not on which other prompts share its
-batch (up to floating-point differences between batch sizes).
+Seeding: every row (one prompt) owns a ``torch.Generator`` seeded with the run's seed
+(:func:`ssmttm.rng.make_generators`, re-exported here), and its random numbers are drawn for that
+row alone (Gumbel-max over the top-k candidates). So a prompt's tokens depend on (checkpoint,
+prompt, seed, settings) and not on which other prompts share its batch (up to floating-point
+differences between batch sizes).
 
 Gumbel-max: ``argmax(log p + g)`` with ``g = -log(-log(u))``, ``u ~ U(0, 1)`` draws exactly from the
 categorical ``p``; we use it instead of ``torch.multinomial`` so the noise of each row comes from
@@ -18,12 +19,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-CFG_SCALE = 3.0
-TEMPERATURE = 1.2
-TOP_K = 250
+from ssmttm.errors import SsmttmError
+from ssmttm.rng import make_generators  # noqa: F401  (per-row seeding; shared with the refiner)
 
 
-class SamplingError(ValueError):
+class SamplingError(SsmttmError, ValueError):
     """Bad sampling settings; the message names the setting."""
 
 
@@ -32,9 +32,9 @@ class SamplingConfig:
     """``cfg_scale``: guidance scale (1.0 = the conditional logits alone); ``temperature`` <= 0 means
     greedy (argmax); ``top_k`` <= 0 keeps every candidate, 1 is greedy."""
 
-    cfg_scale: float = CFG_SCALE
-    temperature: float = TEMPERATURE
-    top_k: int = TOP_K
+    cfg_scale: float
+    temperature: float
+    top_k: int
 
     def __post_init__(self) -> None:
         import math
@@ -76,19 +76,7 @@ def top_k_filter(logits, k: int):
     return out.scatter(-1, idx, vals)
 
 
-def make_generators(seed: int, n: int, device="cpu") -> list:
-    """``n`` torch generators on ``device``, each seeded with ``seed`` (one per prompt row)."""
-    import torch
-
-    gens = []
-    for _ in range(n):
-        g = torch.Generator(device=torch.device(device))
-        g.manual_seed(int(seed))
-        gens.append(g)
-    return gens
-
-
-def sample(logits, temperature: float = TEMPERATURE, top_k: int = TOP_K, generators=None):
+def sample(logits, temperature: float, top_k: int, generators=None):
     """Draw one token per distribution.
 
     logits: [R, ..., V] float (R rows, e.g. [B, K, 1024]); ``generators``: a list of R

@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ssmttm import io
+from ssmttm.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "lm_config.json"
 META_FILE = "meta.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be used; the message names the folder and why."""
 
 
 def save_model(out_dir: str | os.PathLike, lm, meta: dict[str, Any] | None = None,
@@ -51,6 +48,23 @@ def save_model(out_dir: str | os.PathLike, lm, meta: dict[str, Any] | None = Non
 
             shutil.rmtree(tmp)
     return out_dir
+
+
+def resolve_checkpoint(path: str | os.PathLike, label: str = "--checkpoint") -> Path:
+    """A checkpoint folder from ``path``: the folder itself (holds model.safetensors), or a run
+    folder / its ``ckpt/`` folder, whose ``ckpt/last`` text file names the newest checkpoint.
+    Raises :class:`CheckpointError` starting with ``label`` (the flag or role ``path`` came from)."""
+    p = Path(path)
+    if (p / MODEL_FILE).is_file():
+        return p
+    for last in (p / "ckpt" / "last", p / "last"):
+        if last.is_file():
+            name = last.read_text(encoding="utf-8").strip()
+            for cand in (Path(name), last.parent / name, last.parent / Path(name).name):
+                if name and (cand / MODEL_FILE).is_file():
+                    return cand
+            raise CheckpointError(f"{label} {p}: {last} names {name!r}, which is not a checkpoint folder")
+    raise CheckpointError(f"{label} {p}: not a checkpoint folder (no {MODEL_FILE}) and no ckpt/last file")
 
 
 def read_meta(ckpt_dir: str | os.PathLike, config_file: str = CONFIG_FILE) -> tuple[dict, dict]:

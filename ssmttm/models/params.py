@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     from ssmttm.models.config import PRESETS
 
     p = argparse.ArgumentParser(prog="ssmttm params", description=__doc__.splitlines()[0])
-    p.add_argument("--presets", nargs="+", default=["paper", "quarter", "tiny"], help=f"of {list(PRESETS)}")
+    p.add_argument("--presets", nargs="+", default=list(PRESETS), help=f"of {list(PRESETS)} (default: all)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {list(VARIANTS)}")
     p.add_argument("--n-codebooks", type=int, default=1, help="kappa, codebooks modelled (default 1)")
     p.add_argument("--out", default=None, help="also write the table here (.tsv)")

@@ -22,13 +22,15 @@ import os
 
 import numpy as np
 
+from ssmttm.errors import SsmttmError
+
 REFINERS: dict[str, str] = {
     "ssmttm": "ssmttm.refiner.checkpoint:load",
     "discodiff": "ssmttm.refiner.discodiff:load",
 }
 
 
-class RefinerError(RuntimeError):
+class RefinerError(SsmttmError, RuntimeError):
     """A refiner that cannot be used; the message names the checkpoint, codec or argument."""
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from ssmttm import io
-from ssmttm.models.checkpoint import MODEL_FILE, load_weights, read_meta
+from ssmttm.errors import CheckpointError
+from ssmttm.models.checkpoint import MODEL_FILE, load_weights, read_meta, resolve_checkpoint
 from ssmttm.refiner import Refiner, RefinerError
+from ssmttm.rng import make_generators
+from ssmttm.text.store import pad
 
 CONFIG_FILE = "refiner_config.json"
 
@@ -30,15 +32,13 @@ def load_net(ckpt_dir: str | os.PathLike, device=None):
 
 def resolve(path: str | os.PathLike) -> Path:
     """A refiner checkpoint folder from a folder, a run folder (ckpt/last) or its done.json."""
-    from ssmttm.generate.generate import GenerationError, resolve_checkpoint
-
     p = Path(path)
     if p.is_file() and p.name == "done.json":
         p = p.parent
     try:
-        return resolve_checkpoint(p)
-    except GenerationError as exc:
-        raise RefinerError(str(exc).replace("--checkpoint", "refiner")) from exc
+        return resolve_checkpoint(p, label="refiner")
+    except CheckpointError as exc:
+        raise RefinerError(str(exc)) from exc
 
 
 class TrainedRefiner(Refiner):
@@ -64,8 +64,6 @@ class TrainedRefiner(Refiner):
     def refine(self, codes, states, uncond, prompts, sampler, seed):
         import torch
 
-        from ssmttm.generate.generate import pad_states
-        from ssmttm.generate.sampling import make_generators
         from ssmttm.refiner.diffusion import sample
 
         c = torch.as_tensor(codes, dtype=torch.int64).to(self.device)
@@ -76,7 +74,8 @@ class TrainedRefiner(Refiner):
         if states and states[0].shape[-1] != self.net.cfg.text_dim:
             raise RefinerError(f"refiner {self.ckpt_dir} expects {self.net.cfg.text_dim}-d text states, got "
                                f"{states[0].shape[-1]}-d")
-        text, mask = pad_states(list(states) + [uncond] * B, self.device)
+        text, mask = pad(list(states) + [uncond] * B)
+        text, mask = text.to(self.device), mask.to(self.device)
         x0 = sample(self.net, c, text[:B], mask[:B], text[B:], mask[B:], sampler,
                     make_generators(seed, B, self.device))
         rest = self.net.quantize(self.net.denormalise(x0))

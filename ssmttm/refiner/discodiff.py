@@ -44,6 +44,8 @@ import numpy as np
 
 from ssmttm import io
 from ssmttm.refiner import Refiner, RefinerError
+from ssmttm.rng import make_generators
+from ssmttm.text.store import pad
 
 DEFAULTS = {
     "unet_class": "models.unet.unet_1d_condition:UNet1DConditionModel",
@@ -160,19 +162,18 @@ class DiscoDiffRefiner(Refiner):
 
     def encode(self, prompts: list[str]):
         """FLAN-T5-large states of ``prompts`` + "" -> (text [2B, L, D], mask [2B, L])."""
-        from ssmttm.generate.generate import pad_states
         from ssmttm.text.embed import tokenize
         from ssmttm.text.encoder import forward
 
         texts = list(prompts) + [""] * len(prompts)
         ids, _ = tokenize(self.tokenizer, texts, int(self.cfg["max_text_length"]))
-        return pad_states(forward(self.t5, ids, self.tokenizer.pad_token_id), self.device)
+        text, mask = pad(forward(self.t5, ids, self.tokenizer.pad_token_id))
+        return text.to(self.device), mask.to(self.device)
 
     def refine(self, codes, states, uncond, prompts, sampler, seed):
         import torch
         import torch.nn.functional as F
 
-        from ssmttm.generate.sampling import make_generators
         from ssmttm.refiner.diffusion import SAMPLERS
 
         c = torch.as_tensor(codes, dtype=torch.int64).to(self.device)

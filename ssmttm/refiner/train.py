@@ -26,12 +26,12 @@ from ssmttm.train.loop import Trainer, run_stage
 from ssmttm.train.options import TrainConfig, common_parser, finish
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RefinerTrainConfig(TrainConfig):
-    """TrainConfig plus the codec whose latents are generated; ``kappa`` = codebooks given."""
+    """TrainConfig whose settings are a refiners.<name> section (with its ``train:`` overrides merged into
+    the shared recipe); ``kappa`` = codebooks given. The codec is the token store's."""
 
-    codec: str = "dac"
-    codec_weights: str = ""
+    SCHEMA_NODES = ("train", "refiners.*")
 
     def recipe(self) -> dict[str, Any]:
         r = super().recipe()
@@ -40,21 +40,16 @@ class RefinerTrainConfig(TrainConfig):
 
 
 def parse_args(argv: list[str]) -> RefinerTrainConfig:
-    from ssmttm.refiner.config import REFINER_PRESETS
-
     p = common_parser("ssmttm train-refiner", "Train the two-stage refiner (diffusion over DAC latents of "
-                                              "codebooks kappa+1..K given codebooks 1..kappa and the text).")
-    a = p.add_argument
-    a("--preset", required=True, choices=list(REFINER_PRESETS))
-    a("--kappa", type=int, default=1, help="codebooks given (the LM's kappa); the rest are generated")
-    a("--codec", default="dac", help="codec registry name")
-    a("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json or a file")
-    return finish(p, p.parse_args(argv), RefinerTrainConfig, variant="refiner")
+                                              "codebooks kappa+1..K given codebooks 1..kappa and the text).",
+                      RefinerTrainConfig)
+    return finish(p, p.parse_args(argv), RefinerTrainConfig, variant="refiner", checkpoints=[])
 
 
 class RefinerTrainer(Trainer):
     MODEL_KIND = "refiner"
     CONFIG_FILE = REFINER_CONFIG_FILE
+    PATTERN = "aligned"  # codebooks 1..K frame by frame, no delay
 
     def _build(self) -> None:
         from ssmttm.refiner.config import refiner_from_preset
@@ -62,9 +57,11 @@ class RefinerTrainer(Trainer):
         from ssmttm.tokens.store import TokenStore
 
         cfg = self.cfg
+        if not cfg.codec_weights:
+            raise ValueError("--codec-weights: the refiner needs the codec's codebook tables (a weights receipt)")
         K = TokenStore(cfg.tokens).n_codebooks
         if cfg.kappa >= K:
-            raise ValueError(f"--kappa {cfg.kappa}: the token store {cfg.tokens} holds {K} codebooks, nothing is "
+            raise ValueError(f"--kappa {cfg.kappa}: the token shards {cfg.tokens} hold {K} codebooks, nothing is "
                              "left for a refiner to generate")
         self._load_data(K, delay=False)
         tables = self._codebook_tables()
@@ -73,8 +70,8 @@ class RefinerTrainer(Trainer):
                                      ("cardinality", int(tables.shape[1]))),
                                     "the token store / --kappa / --dropout / the text store / the codec")
         self.model_cfg = refiner_from_preset(cfg.preset, **overrides)
-        self.lm = build_refiner(self.model_cfg, device=self.device)
-        self.lm.set_codebooks(tables)  # a resumed run reloads the same tables from its checkpoint
+        self.net = build_refiner(self.model_cfg, device=self.device)
+        self.net.set_codebooks(tables)  # a resumed run reloads the same tables from its checkpoint
 
     def _codebook_tables(self):
         """The codec's codebook tables [K, cardinality, D], checked to be the token store's codec."""
@@ -83,24 +80,24 @@ class RefinerTrainer(Trainer):
 
         cfg = self.cfg
         try:
-            codec, _ = open_codec(cfg.codec, cfg.codec_weights, "cpu")
+            codec, _ = open_codec(self.train_ds._tokens().meta["codec"], cfg.codec_weights, "cpu")
             tables = codec.codebook_tables()
         except CodecError as exc:
             raise ValueError(f"--codec-weights {cfg.codec_weights}: {exc}") from exc
         want = self.train_ds._tokens().meta.get("weights_sha256")
         if want and want != codec.weights_sha256:
             raise ValueError(f"--codec-weights {cfg.codec_weights} (sha256 {codec.weights_sha256[:12]}) is not the "
-                             f"codec of the token store {cfg.tokens} (sha256 {want[:12]})")
+                             f"codec of the token shards {cfg.tokens} (sha256 {want[:12]})")
         return tables
 
     def _embeddings(self):
-        return self.lm.cond_emb
+        return self.net.cond_emb
 
     def _targets(self, batch):
         """(x0 normalised latents [B, C, T], given codes [B, kappa, T], frame mask [B, T]) on the device."""
         codes = batch["codes"].to(self.device, non_blocking=True)
         k = self.model_cfg.cond_codebooks
-        x0 = self.lm.normalise(self.lm.latents(codes[:, k:], k))
+        x0 = self.net.normalise(self.net.latents(codes[:, k:], k))
         return x0, codes[:, :k], batch["codes_mask"][:, 0].to(self.device)
 
     def _micro_loss(self, batch):
@@ -121,7 +118,7 @@ class RefinerTrainer(Trainer):
         t = torch.rand(x0.shape[0], generator=g).to(self.device)
         noise = torch.randn(x0.shape, generator=g).to(self.device)
         with self._autocast():
-            loss = float(v_loss(self.lm, x0, given, batch["text"].to(self.device),
+            loss = float(v_loss(self.net, x0, given, batch["text"].to(self.device),
                                 batch["text_mask"].to(self.device), frames, t=t, noise=noise))
         n = float(frames.sum())
         return loss * n, loss * n, n
@@ -132,9 +129,9 @@ class RefinerTrainer(Trainer):
 
         x0, given, frames = self._targets(batch)
         t = torch.full((x0.shape[0],), 0.5, device=self.device)
-        self.lm.eval()
+        self.net.eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            self.lm(x0, t, given, batch["text"].to(self.device), batch["text_mask"].to(self.device), frames)
+            self.net(x0, t, given, batch["text"].to(self.device), batch["text_mask"].to(self.device), frames)
         return int(counter.get_total_flops()), int(x0.shape[0] * x0.shape[-1])
 
 

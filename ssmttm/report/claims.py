@@ -11,20 +11,25 @@ Each quantity is given for "this run" (what the logs say: a demo run is small), 
 (the experiment's full recipe from the config: steps x batch x grad_accum x (max_frames + kappa)
 positions, x the run's world size), the paper's recipe recomputed from its stated numbers, and the
 paper's claim. Writes ``claims.csv``, ``claims.md`` and ``claims.tex`` to ``--out-dir``.
+
+"As configured" reads the experiment's recipe (:class:`ssmttm.report.options.ClaimsSettings`: the config's
+``train`` section with the experiment's ``train:`` overrides, then its own keys), which the rule passes as
+``--settings`` JSON; by hand they are flags (``--steps``, ``--batch-size``, ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
+from ssmttm.errors import SsmttmError
 from ssmttm.report import published
+from ssmttm.report.options import ClaimsSettings
 from ssmttm.report.tables import latex_table
 
 log = logging.getLogger("ssmttm.report.claims")
@@ -33,7 +38,7 @@ COLUMNS = ("claim", "quantity", "this_run", "as_configured", "paper_recipe", "pa
            "notes")
 
 
-class ClaimsError(ValueError):
+class ClaimsError(SsmttmError, ValueError):
     """An input the claims cannot be computed from; the message names the file or key."""
 
 
@@ -101,34 +106,34 @@ def _pct(a, b):
     return None if a is None or b in (None, 0) else 100.0 * float(a) / float(b)
 
 
-def compute_claims(config: dict, hours: dict, runs: dict[str, dict], experiment: str) -> list[dict]:
-    """The claim rows (COLUMNS). ``runs``: name -> :func:`read_run` output; ``runs[experiment]`` is
-    the claim's run (other runs add one 6ND row each)."""
-    exp = config["experiments"][experiment]
-    tr = config["train"]
+def compute_claims(recipe: ClaimsSettings, hours: dict, runs: dict[str, dict], experiment: str) -> list[dict]:
+    """The claim rows (COLUMNS). ``recipe``: the experiment as configured; ``runs``: name -> :func:`read_run`
+    output; ``runs[experiment]`` is the claim's run (other runs add one 6ND row each)."""
+    r = recipe
     run = runs[experiment]
     mg = published.musicgen_small_flops()
     mg_hours = published.MUSICGEN_SMALL["hours"]
     rec = published.PAPER_RECIPE
     msm = published.MUSICGEN_SMALL
-    kappa = int(exp.get("kappa", 1))
+    kappa = r.kappa
     world = int(run.get("world_size") or 1)
-    positions = int(tr["max_frames"]) + kappa  # the delay pattern adds kappa steps (2584 + 4 = 2588)
-    d_cfg = int(exp["steps"]) * int(tr["batch_size"]) * int(tr["grad_accum"]) * world * positions
-    same_model = ((run.get("preset"), run.get("variant"), run.get("kappa"))
-                  == (exp.get("preset"), exp.get("variant"), kappa))
+    # the delay pattern adds kappa steps (2584 + 4 = 2588); max_frames null (whole clips): no fixed length
+    positions = None if r.max_frames is None else r.max_frames + kappa
+    d_cfg = None if positions is None else r.steps * r.batch_size * r.grad_accum * world * positions
+    same_model = (run.get("preset"), run.get("variant"), run.get("kappa")) == (r.preset, r.variant, kappa)
     n_cfg = run.get("n_params_non_embedding") if same_model else None
     if n_cfg is None:
-        n_cfg = configured_params(exp["preset"], exp["variant"], kappa)
-    f_cfg = None if n_cfg is None else 6.0 * n_cfg * d_cfg
+        n_cfg = configured_params(r.preset, r.variant, kappa)
+    f_cfg = None if n_cfg is None or d_cfg is None else 6.0 * n_cfg * d_cfg
     per_pos = run.get("measured_forward_flops_per_token")
-    m_cfg = 3.0 * per_pos * d_cfg if same_model and per_pos is not None else None
+    m_cfg = 3.0 * per_pos * d_cfg if same_model and per_pos is not None and d_cfg is not None else None
     f_rec = published.paper_recipe_flops()
     d_rec = rec["steps"] * rec["batch"] * rec["positions_per_sequence"]
     data_note = (f"manifest train split: {hours['train_clips']} clips, {hours['train']:.4f} h "
                  f"(all splits {hours['all']:.4f} h); the data does not depend on the run")
-    cfg_note = (f"as configured: {exp['steps']} steps x {tr['batch_size']} x {tr['grad_accum']} accum x world size "
-                f"{world} x ({tr['max_frames']} + kappa {kappa}) positions, {exp['preset']}/{exp['variant']}")
+    frames = "whole clips (max_frames null: positions not fixed)" if positions is None else f"{r.max_frames}"
+    cfg_note = (f"as configured: {r.steps} steps x {r.batch_size} x {r.grad_accum} accum x world size "
+                f"{world} x ({frames} + kappa {kappa}) positions, {r.preset}/{r.variant}")
     rows = [
         dict(claim="data", quantity="training audio", this_run=hours["train"], as_configured=hours["train"],
              paper_recipe=rec["hours"], unit="h", reference=f"{mg_hours:,.0f} h", notes=data_note),
@@ -136,7 +141,7 @@ def compute_claims(config: dict, hours: dict, runs: dict[str, dict], experiment:
              as_configured=_pct(hours["train"], mg_hours), paper_recipe=_pct(rec["hours"], mg_hours),
              paper_claim=published.PAPER_CLAIMS["data_pct"], unit="%", reference=f"{mg_hours:,.0f} h",
              notes="paper recipe = 457 h / 20,000 h (docs/reference.md §4)"),
-        dict(claim="flops", quantity="optimizer steps", this_run=run.get("step"), as_configured=int(exp["steps"]),
+        dict(claim="flops", quantity="optimizer steps", this_run=run.get("step"), as_configured=r.steps,
              paper_recipe=rec["steps"], unit="steps", reference=f"{msm['steps']:,}", notes=cfg_note),
         dict(claim="flops", quantity="positions seen D", this_run=run.get("tokens_seen"), as_configured=d_cfg,
              paper_recipe=d_rec, unit="positions",
@@ -197,32 +202,17 @@ def render(rows: list[dict], title: str, preamble: list[str]) -> tuple[str, str]
     return "\n".join(md) + "\n", tex
 
 
-def _load_config(text: str) -> dict:
-    p = Path(text)
-    return io.read_json(p) if not text.lstrip().startswith("{") and p.is_file() else json.loads(text)
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ssmttm claims", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config-json", required=True, help="the resolved config as JSON text (or a JSON file)")
     p.add_argument("--manifest", required=True, type=Path, help="results/data/manifest.parquet")
     p.add_argument("--runs", nargs="+", required=True, metavar="NAME=RUN_DIR", help="training run folders")
-    p.add_argument("--experiment", required=True, help="the run the claims are computed for (a --runs NAME)")
+    p.add_argument("--experiment", required=True, help="the run the claims are computed for (a --runs NAME); the "
+                   "settings below are its recipe as configured")
     p.add_argument("--out-dir", required=True, type=Path, help="e.g. results/tables")
+    settings.add_arguments(p, ClaimsSettings)
     a = p.parse_args(argv)
+    recipe = settings.from_args(p, ClaimsSettings, a)
     log_ = logs.setup("ssmttm.report")
-    try:
-        config = _load_config(a.config_json)
-    except (ValueError, OSError) as exc:
-        p.error(f"--config-json: {exc}")
-    exps = config.get("experiments") or {}
-    if a.experiment not in exps:
-        p.error(f"--experiment {a.experiment!r}: not in the config's experiments ({', '.join(exps)})")
-    missing = [k for k in ("steps", "preset", "variant") if k not in exps[a.experiment]]
-    train = config.get("train") or {}
-    missing += [f"train.{k}" for k in ("batch_size", "grad_accum", "max_frames") if k not in train]
-    if missing:
-        p.error(f"--config-json: missing {missing} for experiment {a.experiment!r}")
     run_dirs = {}
     for item in a.runs:
         name, sep, path = item.partition("=")
@@ -248,7 +238,7 @@ def main(argv: list[str]) -> int:
     except (ClaimsError, OSError, ValueError, KeyError) as exc:
         log_.error("--manifest %s: %s", a.manifest, exc)
         return 1
-    rows = compute_claims(config, hours, runs, a.experiment)
+    rows = compute_claims(recipe, hours, runs, a.experiment)
     run = runs[a.experiment]
     preamble = [f"Run {a.experiment}: {run.get('preset')}/{run.get('variant')} kappa {run.get('kappa')}, final step "
                 f"{run.get('step')} ({run_dirs[a.experiment]}).",

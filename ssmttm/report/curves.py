@@ -1,8 +1,9 @@
 """``python -m ssmttm loss-curves``: training-loss plots from the runs' log.csv files.
 
 One figure per run (training loss, smoothed, plus validation loss at checkpoints) and one overlay
-of every run, each as PNG and SVG. Runs are given as ``--run NAME=RUN_DIR`` (RUN_DIR holds the
-trainer's log.csv and val.csv).
+of every run, each as PNG and SVG. Runs are given as ``--run NAME=RUN_DIR ...`` (RUN_DIR holds the
+trainer's log.csv and val.csv). The smoothing window is the config's ``plots.smooth``
+(:class:`ssmttm.report.options.LossCurvesSettings`; ``--settings`` JSON from the rule, ``--smooth`` by hand).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
+from ssmttm.report.options import LossCurvesSettings
 
 
 def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,7 +50,17 @@ def save_figure(fig, stem: Path) -> list[Path]:
     return out
 
 
-def plot_runs(runs: dict[str, Path], out_dir: Path, smooth_window: int = 20, x: str = "step") -> list[Path]:
+def loss_label(run_dir: str | Path) -> str:
+    """The y label of a run's training loss: what it is, from the run's done.json recipe when present."""
+    done = Path(run_dir) / "done.json"
+    recipe = io.read_json(done).get("recipe", {}) if done.is_file() else {}
+    ls = recipe.get("label_smoothing")
+    if ls is None:
+        return "training loss"
+    return f"cross-entropy (label smoothing {ls:g}; validation: none)" if ls else "cross-entropy"
+
+
+def plot_runs(runs: dict[str, Path], out_dir: Path, smooth_window: int, x: str = "step") -> list[Path]:
     """Write ``<out_dir>/<name>.{png,svg}`` per run and ``<out_dir>/all.{png,svg}``; return the paths."""
     import matplotlib
 
@@ -64,7 +76,7 @@ def plot_runs(runs: dict[str, Path], out_dir: Path, smooth_window: int = 20, x: 
         ax.plot(log[x], smooth(log["loss"].to_numpy(), smooth_window), lw=1.5, label=f"train (mean of {smooth_window})")
         if len(val) and "val_loss" in val.columns:
             ax.plot(val[x] if x in val.columns else val["step"], val["val_loss"], "o-", ms=4, label="validation")
-        ax.set(xlabel=x, ylabel="cross-entropy (label smoothing 0.1)", title=name)
+        ax.set(xlabel=x, ylabel=loss_label(runs[name]), title=name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         written += save_figure(fig, out_dir / name)
@@ -82,10 +94,11 @@ def plot_runs(runs: dict[str, Path], out_dir: Path, smooth_window: int = 20, x: 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ssmttm loss-curves", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", action="append", required=True, metavar="NAME=RUN_DIR")
+    p.add_argument("--run", action="extend", nargs="+", required=True, metavar="NAME=RUN_DIR")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--smooth", type=int, default=20)
+    settings.add_arguments(p, LossCurvesSettings)
     a = p.parse_args(argv)
+    s = settings.from_args(p, LossCurvesSettings, a)
     log = logs.setup("ssmttm.report")
     runs = {}
     for item in a.run:
@@ -93,6 +106,6 @@ def main(argv: list[str]) -> int:
         if not sep or not name:
             p.error(f"--run {item!r}: expected NAME=RUN_DIR")
         runs[name] = Path(path)
-    for path in plot_runs(runs, a.out_dir, a.smooth):
+    for path in plot_runs(runs, a.out_dir, s.smooth):
         log.info("wrote %s", path)
     return 0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssmttm import io, logs
+from ssmttm.errors import SsmttmError
 
 DEMO, BENCH = "demo-results", "bench-results"
 STUDIES = ("variants", "curves", "scaling_down", "stages", "claims")
@@ -32,7 +33,7 @@ SUMMARY_STUDY = "variants"
 SUMMARY_COLUMNS = ("Experiment", "Variant", "FD (log-mel) ↓", "tempo acc. ↑", "key acc. ↑", "drums acc. ↑")
 
 
-class DocsError(ValueError):
+class DocsError(SsmttmError, ValueError):
     """A docs file without its markers, or a table without the columns the summary needs."""
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ssmttm.eval.evaluate import PIPELINE_CHECK
 from ssmttm.report import published
-from ssmttm.report.tables import PIPELINE_CHECK, metric_label, metric_sort_key
+from ssmttm.report.labels import metric_label, metric_sort_key
 
 log = logging.getLogger("ssmttm.report.evalcurves")
 

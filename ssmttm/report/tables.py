@@ -1,9 +1,10 @@
 """``python -m ssmttm tables``: results tables (CSV, Markdown, LaTeX) from the evaluation's score files.
 
 Input: score JSON files ``{"rows": [row, ...]}`` (the evaluation contract: one row per system x
-seed x step x metric, ``system_kind`` generated / ground_truth / resynth) and a study map
-``{study: {"kind": "comparison" | "curve", "experiments": [...], "title": str, "published": bool,
-"step": int | None}}``.
+seed x step x metric, ``system_kind`` generated / ground_truth / resynth) and the config's ``studies``
+(:class:`ssmttm.report.options.TablesSettings`: ``{study: {"kind": "comparison" | "curve", "experiments":
+[...], "title": str, "published": bool, "step": int | None}}``, checked against the config schema, whose
+defaults fill the keys a study leaves out), passed as ``--settings`` JSON by the rule or ``--studies`` by hand.
 
 Per study, ``<study>.csv`` (long: one row per system x step x metric, every protocol column),
 ``<study>.md`` and ``<study>.tex`` (wide: one "mean ± sd" column per metric, protocol listed under
@@ -20,7 +21,6 @@ Also ``all_scores.csv``: every input row and every published row, flat.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import re
@@ -29,12 +29,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssmttm import io, logs
-from ssmttm.report import published
+from ssmttm import io, logs, settings
+from ssmttm.eval.evaluate import PIPELINE_CHECK
+from ssmttm.report import evalcurves, published
+from ssmttm.report.labels import metric_label, metric_sort_key
+from ssmttm.report.options import TablesSettings
 
 log = logging.getLogger("ssmttm.report.tables")
 
-PIPELINE_CHECK = "pipeline check, not a score"
 DAGGER = "†"
 ROW_KEYS = published.ROW_KEYS
 KEYS = ("system_kind", "experiment", "step", "prompt_set")
@@ -46,24 +48,6 @@ LONG_COLUMNS = (
     *PROTOCOL, "status", "source",
 )
 KIND_ORDER = {"ground_truth": 0, "resynth": 1, "generated": 2, "published": 3}
-METRIC_LABELS = {
-    "fad_vggish": "FAD (VGGish)", "fd_openl3": "FD (OpenL3)", "fd_clap": "FD (CLAP)", "fd_vggish": "FD (VGGish)",
-    "fd_passt": "FD (PaSST)", "fd_logmel": "FD (log-mel)", "kl_passt": "KL (PaSST)", "clap_score": "CLAP score",
-    "tempo_acc": "tempo acc.", "key_acc": "key acc.", "mode_acc": "mode acc.", "drums_acc": "drums acc.",
-    **published.PUBLISHED_LABELS,
-}
-METRIC_ORDER = ("fad_vggish", "fd_openl3", "fd_clap", "fd_vggish", "fd_passt", "fd_logmel", "fd_paper", "kl_passt",
-                "clap_score", "tempo_acc", "key_acc", "mode_acc", "drums_acc")
-STUDY_KINDS = ("comparison", "curve")
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def metric_sort_key(metric: str) -> tuple[int, str]:
-    return (METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER), metric)
 
 
 def _blank(v) -> bool:
@@ -198,7 +182,7 @@ def study_table(agg: pd.DataFrame, name: str, spec: dict) -> pd.DataFrame:
     for e in exps:
         if not (gen["experiment"] == e).any():
             log.warning("study %s: no scores for experiment %s", name, e)
-    if spec["kind"] == "comparison" and len(gen) and spec.get("step") is not None:
+    if spec["kind"] == "comparison" and len(gen) and spec["step"] is not None:
         gen = gen[gen["step"] == int(spec["step"])]
         for e in exps:
             if not (gen["experiment"] == e).any():
@@ -211,7 +195,7 @@ def study_table(agg: pd.DataFrame, name: str, spec: dict) -> pd.DataFrame:
     if sets:
         refs = refs[refs["prompt_set"].isin(sets) | refs["prompt_set"].isna()]
     variants = sorted(set(gen["variant"].dropna())) or None
-    curve_pub = spec["kind"] == "curve" and spec.get("published", True)
+    curve_pub = spec["kind"] == "curve" and spec["published"]
     pub_rows = published.curve_rows(variants) if curve_pub else []
     if curve_pub and not pub_rows:  # none of the study's variants has a published curve: show them all
         pub_rows = published.curve_rows()
@@ -447,42 +431,22 @@ def write_study(study: pd.DataFrame, name: str, title: str, out_dir: Path) -> li
     return paths
 
 
-def parse_studies(text: str) -> dict[str, dict]:
-    """The --studies value (JSON text, or a path to a JSON file) checked; ValueError names the problem."""
-    p = Path(text)
-    raw = io.read_json(p) if not text.lstrip().startswith("{") and p.is_file() else json.loads(text)
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError("expected a non-empty JSON object {study: {...}}")
-    out = {}
-    for name, spec in raw.items():
-        if not NAME_RE.match(name):
-            raise ValueError(f"study name {name!r}: use letters, digits, '.', '_' or '-' (it names files)")
-        if not isinstance(spec, dict) or spec.get("kind") not in STUDY_KINDS:
-            raise ValueError(f"study {name!r}: 'kind' must be one of {list(STUDY_KINDS)}")
-        exps = spec.get("experiments")
-        if not isinstance(exps, list) or not all(isinstance(e, str) for e in exps):
-            raise ValueError(f"study {name!r}: 'experiments' must be a list of names")
-        step = spec.get("step")
-        if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
-            raise ValueError(f"study {name!r}: 'step' must be a positive integer or null, got {step!r}")
-        out[name] = {"kind": spec["kind"], "experiments": exps, "title": str(spec.get("title") or name),
-                     "published": bool(spec.get("published", True)), "step": step}
-    return out
+def with_defaults(studies: dict[str, dict]) -> dict[str, dict]:
+    """Each study with the schema's defaults for the keys it leaves out; an empty title is the study's name."""
+    defaults = settings.defaults(("studies.*",))
+    return {name: {**defaults, **spec, "title": spec.get("title") or name} for name, spec in studies.items()}
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ssmttm tables", description=__doc__.split("\n\n")[0])
     p.add_argument("--scores", nargs="+", required=True, type=Path, help="score JSON files")
-    p.add_argument("--studies", required=True, help="JSON object {study: {kind, experiments, title, published}} "
-                                                    "or a path to a JSON file holding it")
     p.add_argument("--out-dir", required=True, type=Path, help="e.g. results/tables")
-    p.add_argument("--plots-dir", type=Path, default=None, help="curve-study figures go here (e.g. results/plots/eval)")
+    p.add_argument("--plots", nargs="*", type=Path, default=[],
+                   help="the curve-study figures to write, <dir>/<study>_vs_{steps,flops}.{png,svg} (the rule's outputs)")
+    settings.add_arguments(p, TablesSettings)
     a = p.parse_args(argv)
+    studies = with_defaults(settings.from_args(p, TablesSettings, a).studies)
     log_ = logs.setup("ssmttm.report")
-    try:
-        studies = parse_studies(a.studies)
-    except (ValueError, OSError) as exc:
-        p.error(f"--studies: {exc}")
     df = load_scores(a.scores)
     log_.info("%d score rows from %d file(s)", len(df), len(a.scores))
     flat = with_published(df)
@@ -492,9 +456,15 @@ def main(argv: list[str]) -> int:
         table = study_table(agg, name, spec)
         for path in write_study(table, name, spec["title"], a.out_dir):
             log_.info("wrote %s", path)
-        if spec["kind"] == "curve" and a.plots_dir is not None:
-            from ssmttm.report import evalcurves
-
-            for path in evalcurves.plot_study(table, name, spec["title"], a.plots_dir):
+        if spec["kind"] == "curve" and a.plots:
+            folders = {f.parent for f in a.plots if f.name.startswith(f"{name}_vs_")}
+            if len(folders) != 1:
+                p.error(f"--plots: curve study {name!r} needs its <dir>/{name}_vs_steps.png (and the rest) listed, "
+                        f"in one folder; got {sorted(map(str, folders))}")
+            written = evalcurves.plot_study(table, name, spec["title"], folders.pop())
+            missing = {f for f in a.plots if f.name.startswith(f"{name}_vs_")} - set(written)
+            if missing:
+                p.error(f"--plots: {sorted(map(str, missing))} are not figures of curve study {name!r}")
+            for path in written:
                 log_.info("wrote %s", path)
     return 0

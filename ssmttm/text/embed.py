@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
 from ssmttm.constants import TEXT_STORE_VERSION
 from ssmttm.text import store as ts
+from ssmttm.text.options import TextEmbedSettings
 
 log = logging.getLogger("ssmttm.text")
 
@@ -183,29 +184,23 @@ def _write_outputs(out: Path, texts, offsets, lengths, clips: dict[str, list[int
 def main(argv: list[str]) -> int | None:
     p = argparse.ArgumentParser(prog="ssmttm text-embed", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", type=Path, required=True, help="results/data/manifest.parquet")
-    p.add_argument("--encoder", required=True,
+    p.add_argument("--text-encoder", required=True,
                    help="weights receipt results/weights/<key>.json, or a local T5 folder (save_pretrained)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="auto", help="compute dtype: auto (bf16 on cuda, fp32 on cpu), float32, bfloat16")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=256, help="tokens per caption incl. </s>; longer ones are truncated")
     p.add_argument("--out-dir", type=Path, required=True, help="results/text/<encoder key>")
+    settings.add_arguments(p, TextEmbedSettings)
     args = p.parse_args(argv)
+    cfg = settings.from_args(p, TextEmbedSettings, args)
     logs.setup()
-    if args.batch_size < 1:
-        p.error(f"--batch-size: must be >= 1, got {args.batch_size}")
-    if args.max_length < 2:
-        p.error(f"--max-length: must be >= 2 (one token + </s>), got {args.max_length}")
     if not args.manifest.is_file():
         p.error(f"--manifest: no such file {args.manifest}")
     from ssmttm.data.manifest import ManifestError, read_manifest
     from ssmttm.text.encoder import TextEncoderError
-    from ssmttm.weights import MissingWeightError
+    from ssmttm.weight_cache import MissingWeightError
 
     try:
         manifest = read_manifest(args.manifest)
-        embed_manifest(manifest, args.encoder, args.out_dir, device=args.device, dtype=args.dtype,
-                       batch_size=args.batch_size, max_length=args.max_length)
+        embed_manifest(manifest, args.text_encoder, args.out_dir, device=cfg.device, dtype=cfg.dtype,
+                       batch_size=cfg.batch_size, max_length=cfg.max_length)
     except (ManifestError, TextEncoderError, MissingWeightError) as exc:
         log.error("%s", exc)
         return 2

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ssmttm.errors import SsmttmError
+
 # A real T5 tokenizer (FLAN-T5: 32,100 pieces) is far larger; fewer pieces than this means the
 # folder holds a placeholder vocabulary (e.g. only the special tokens), which maps text to <unk>.
 MIN_VOCAB = 64
@@ -23,7 +25,7 @@ PROBE = "a calm piano piece with soft strings and a slow rhythm"
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(SsmttmError, RuntimeError):
     """A text-encoder folder that cannot be used; the message names the folder."""
 
 
@@ -89,9 +91,9 @@ def load_t5_encoder(path_or_receipt: str | os.PathLike, device: str = "cpu", dty
     ``save_pretrained``. Never downloads (local_files_only, hub offline). Raises
     :class:`TextEncoderError` naming the folder when the tokenizer is missing or unusable.
     """
-    from ssmttm import weights
+    from ssmttm import weight_cache
 
-    folder = weights.local_path(path_or_receipt)
+    folder = weight_cache.local_path(path_or_receipt)
     if not folder.is_dir():
         raise TextEncoderError(f"text encoder {folder}: expected a folder saved with save_pretrained")
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
@@ -99,7 +101,7 @@ def load_t5_encoder(path_or_receipt: str | os.PathLike, device: str = "cpu", dty
         raise TextEncoderError(f"text encoder {folder}: no tokenizer files (expected one of {list(TOKENIZER_FILES)})")
     dev, torch_dtype = resolve_device(device, dtype)
     tf = import_transformers()
-    with weights.offline_env():
+    with weight_cache.offline_env():
         try:
             tokenizer = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ssmttm import io
 from ssmttm.constants import TEXT_STORE_VERSION
+from ssmttm.errors import SsmttmError
 
 EMBEDDINGS = "embeddings.npy"
 INDEX = "index.parquet"
@@ -34,7 +35,7 @@ VERSION_KEY = b"ssmttm.text_store_version"
 EMPTY_ID = 0  # caption id of the empty prompt "" (classifier-free guidance)
 
 
-class TextStoreError(ValueError):
+class TextStoreError(SsmttmError, ValueError):
     """A text store that cannot be read; the message names the folder and the problem."""
 
 

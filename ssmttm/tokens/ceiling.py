@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
+from ssmttm.tokens.options import CeilingSettings
 
 log = logging.getLogger("ssmttm.ceiling")
 
@@ -157,26 +158,21 @@ def main(argv: list[str]) -> int | None:
     p.add_argument("--shard", required=True, help="shard id (recorded in the rows)")
     p.add_argument("--tokens", required=True, help="token shard folder results/tokens/<key>/<NN>")
     p.add_argument("--manifest", required=True, help="results/data/manifest.parquet (the clips' audio)")
-    p.add_argument("--codec", default="dac")
-    p.add_argument("--weights", required=True, help="weights receipt results/weights/<key>.json, or a weights file")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--clips-per-shard", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kappas", type=int, nargs="+", default=[1, 4, 9])
+    p.add_argument("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json, or a weights file")
     p.add_argument("--out", required=True, help="results/tokens/<key>/ceiling/<NN>.tsv")
+    settings.add_arguments(p, CeilingSettings)
     args = p.parse_args(argv)
-    if args.clips_per_shard < 0 or any(k < 1 for k in args.kappas):
-        p.error("--clips-per-shard must be >= 0 and every --kappas value >= 1")
+    cfg = settings.from_args(p, CeilingSettings, args)
     logs.setup()
     from ssmttm.codec import CodecError
     from ssmttm.data.manifest import ManifestError
     from ssmttm.tokens.store import TokenStoreError
     from ssmttm.tokens.tokenize import open_codec
-    from ssmttm.weights import MissingWeightError
+    from ssmttm.weight_cache import MissingWeightError
 
     try:
-        codec, key = open_codec(args.codec, args.weights, args.device)
-        rows = ceiling_rows(args.tokens, args.manifest, codec, key, args.clips_per_shard, args.seed, args.kappas)
+        codec, key = open_codec(cfg.codec, args.codec_weights, cfg.device)
+        rows = ceiling_rows(args.tokens, args.manifest, codec, key, cfg.clips_per_shard, cfg.seed, cfg.kappas)
         for r in rows:
             r["shard"] = args.shard
     except (CodecError, ManifestError, TokenStoreError, MissingWeightError, ValueError) as exc:

@@ -28,10 +28,11 @@ import numpy as np
 
 from ssmttm import pattern
 from ssmttm.constants import SPECIAL_TOKEN
+from ssmttm.errors import SsmttmError
 
 CAPTION_MODES = ("random", "primary")
 
-class TokenDatasetError(ValueError):
+class TokenDatasetError(SsmttmError, ValueError):
     """Token and text stores that cannot be paired, or bad dataset arguments; names what is wrong."""
 
 
@@ -50,16 +51,20 @@ class TokenDataset:
 
     def __init__(
         self,
-        token_root: str | os.PathLike,
+        token_shards: list[str | os.PathLike],
         text_dir: str | os.PathLike,
         kappa: int,
         split: str = "train",
         max_frames: int | None = None,
         caption: str = "random",
         seed: int = 0,
-        shards: list[str] | None = None,
+        clips: list[str] | None = None,
         delay: bool = True,
     ):
+        """``token_shards``: the shard folders to read (exactly these). ``clips``: the clip ids of ``split`` to
+        use, normally the manifest's; every one must be in the given shards (or in a shard's ``rejected.tsv``,
+        i.e. the codec could not encode it) and in ``split`` there; None: every clip the shards hold in
+        ``split``."""
         from ssmttm.text.store import TextStore
         from ssmttm.tokens.store import TokenStore
 
@@ -67,25 +72,30 @@ class TokenDataset:
             raise TokenDatasetError(f"caption: {caption!r} is not one of {list(CAPTION_MODES)}")
         if max_frames is not None and max_frames < 1:
             raise TokenDatasetError(f"max_frames: must be >= 1 or None, got {max_frames}")
-        self.token_root, self.text_dir = Path(token_root), Path(text_dir)
-        store = TokenStore(self.token_root, shards)
-        self.shards = [s.path.name for s in store.shards]  # frozen: workers reopen exactly these
+        self.text_dir = Path(text_dir)
+        store = TokenStore(token_shards)
+        self.shard_dirs = [str(d) for d in store.dirs]  # frozen: workers reopen exactly these
         K = store.n_codebooks
         if not 1 <= int(kappa) <= K:
             raise TokenDatasetError(
-                f"kappa {kappa} is outside 1..{K}: the token store {self.token_root} holds {K} codebooks "
+                f"kappa {kappa} is outside 1..{K}: the token store {store!r} holds {K} codebooks "
                 f"(codec {store.meta.get('codec')!r}, weights {store.meta.get('weights')!r})"
             )
         self.kappa, self.split, self.max_frames, self.caption, self.seed = int(kappa), split, max_frames, caption, seed
         self.delay = bool(delay)
         self.epoch = 0
         index = store.index
-        self._rows = np.flatnonzero((index["split"] == split).to_numpy())
+        if clips is None:
+            self._rows = np.flatnonzero((index["split"] == split).to_numpy())
+            self.untokenized: list[str] = []
+        else:
+            self._rows, self.untokenized = _select_clips(store, split, clips)
         if not len(self._rows):
-            raise TokenDatasetError(f"{self.token_root}: no clips in split {split!r} "
+            raise TokenDatasetError(f"{store!r}: no clips in split {split!r} "
                                     f"(splits present: {sorted(set(index['split']))})")
         sel = index.iloc[self._rows]
         self.clip_ids = [str(c) for c in sel["clip_id"]]
+        self.track_ids = sorted({str(t) for t in sel["track_id"]})
         self.lengths = sel["length"].to_numpy(np.int64)
         self.text = TextStore(self.text_dir)  # opens its memory map lazily; pickle-safe
         self.captions = self._caption_ids(sel)
@@ -105,10 +115,10 @@ class TokenDataset:
             if not ids:
                 ids = text_ids or []
             if not ids:
-                raise TokenDatasetError(f"clip {clip_id}: no caption ids in {self.token_root} or {self.text_dir}")
+                raise TokenDatasetError(f"clip {clip_id}: no caption ids in the token shards or {self.text_dir}")
             if (text_ids is not None and ids != text_ids) or max(ids) >= n:
                 raise TokenDatasetError(
-                    f"clip {clip_id}: caption ids {ids} in the token store {self.token_root} do not match the text "
+                    f"clip {clip_id}: caption ids {ids} in the token store do not match the text "
                     f"store {self.text_dir} ({text_ids}); re-run tokenize after text-embed"
                 )
             out.append(ids)
@@ -124,7 +134,7 @@ class TokenDataset:
         if self._store is None or self._pid != os.getpid():
             from ssmttm.tokens.store import TokenStore
 
-            self._store, self._pid = TokenStore(self.token_root, self.shards), os.getpid()
+            self._store, self._pid = TokenStore(self.shard_dirs), os.getpid()
         return self._store
 
     # --- sampling --------------------------------------------------------------------------------
@@ -209,3 +219,38 @@ def collate(batch: list[dict]) -> dict:
         "clip_ids": [b["clip_id"] for b in batch],
         "caption_ids": torch.tensor([int(b["caption_id"]) for b in batch], dtype=torch.int64),
     }
+
+
+def _select_clips(store, split: str, clips) -> tuple[np.ndarray, list[str]]:
+    """Rows of ``store.index`` holding exactly ``clips`` (in the given order), and the clips the codec
+    rejected (listed in their shard's rejected.tsv). A clip in neither place, or stored under another
+    split, means the token shards are not the ones made from this manifest: an error naming it."""
+    import pandas as pd
+
+    clips = [str(c) for c in clips]
+    if len(set(clips)) != len(clips):
+        raise TokenDatasetError(f"split {split!r}: clip ids given twice")
+    index = store.index
+    row_of = {str(c): i for i, c in enumerate(index["clip_id"])}
+    rejected: set[str] = set()
+    for d in store.dirs:
+        path = Path(d) / "rejected.tsv"
+        if path.is_file() and path.stat().st_size:
+            rejected |= set(pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)["clip_id"])
+    rows, untokenized, absent, wrong = [], [], [], []
+    for c in clips:
+        i = row_of.get(c)
+        if i is None:
+            (untokenized if c in rejected else absent).append(c)
+        elif index["split"].iat[i] != split:
+            wrong.append(f"{c} ({index['split'].iat[i]})")
+        else:
+            rows.append(i)
+    if absent:
+        raise TokenDatasetError(
+            f"split {split!r}: {len(absent)} clip(s) of the manifest are in none of the token shards "
+            f"{[str(d) for d in store.dirs]}, e.g. {absent[:3]}; re-run tokenize for this manifest")
+    if wrong:
+        raise TokenDatasetError(f"split {split!r}: the token shards store clip(s) under another split, e.g. "
+                                f"{wrong[:3]}; re-run tokenize for this manifest")
+    return np.asarray(rows, dtype=np.int64), untokenized

@@ -30,6 +30,7 @@ import pandas as pd
 
 from ssmttm import io
 from ssmttm.constants import TOKEN_STORE_VERSION
+from ssmttm.errors import SsmttmError
 
 CODES_FILE, INDEX_FILE, META_FILE = "codes.npy", "index.parquet", "meta.json"
 VERSION_KEY = b"ssmttm.token_store_version"
@@ -44,7 +45,7 @@ META_KEYS = ("version", "codec", "weights", "weights_sha256", "sample_rate", "fr
              "cardinality", "n_clips", "total_frames", "codes_sha256")
 
 
-class TokenStoreError(ValueError):
+class TokenStoreError(SsmttmError, ValueError):
     """A token shard that cannot be read or written; the message names the file and the problem."""
 
 
@@ -215,19 +216,22 @@ class TokenShard:
 
 
 class TokenStore:
-    """Several shards of one codec/weights under ``root`` with a global clip index.
+    """Several shards of one codec/weights with a global clip index.
 
-    ``shards``: shard folder names (default: every subfolder holding a meta.json, sorted).
-    ``.index`` is the concatenated index (its ``shard`` column names the folder).
+    ``shard_dirs``: the shard folders to open, exactly (a rule lists them as inputs; a store never looks
+    around for more, so a shard left on disk by an earlier run with other settings is never read).
+    ``.index`` is the concatenated index (its ``shard`` column names the shard, ``shard_dir`` the folder).
     """
 
-    def __init__(self, root: str | os.PathLike, shards: Iterable[str] | None = None):
-        self.root = Path(root)
-        if shards is None:
-            shards = sorted(p.name for p in self.root.iterdir() if (p / META_FILE).is_file()) if self.root.is_dir() else []
-        self.shards = [TokenShard(self.root / s) for s in shards]
+    def __init__(self, shard_dirs: Iterable[str | os.PathLike]):
+        if isinstance(shard_dirs, (str, os.PathLike)):
+            raise TypeError("TokenStore takes a list of shard folders, not one root folder")
+        self.shards = [TokenShard(Path(s)) for s in shard_dirs]
         if not self.shards:
-            raise TokenStoreError(f"{self.root}: no token shards found")
+            raise TokenStoreError("no token shards given")
+        names = [str(s.path.resolve()) for s in self.shards]
+        if len(set(names)) != len(names):
+            raise TokenStoreError(f"token shards given twice: {[str(s.path) for s in self.shards]}")
         ref = self.shards[0].meta
         for s in self.shards[1:]:
             for key in ("codec", "weights_sha256", "n_codebooks", "sample_rate", "cardinality"):
@@ -238,8 +242,15 @@ class TokenStore:
                                          "n_codebooks", "cardinality")}
         sizes = np.array([len(s) for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
-        frames = [s.index.assign(shard_dir=s.path.name) for s in self.shards]
-        self.index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(INDEX_COLUMNS))
+        frames = [s.index.assign(shard_dir=str(s.path)) for s in self.shards]
+        self.index = pd.concat(frames, ignore_index=True)
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [s.path for s in self.shards]
+
+    def __repr__(self) -> str:
+        return f"TokenStore({[str(d) for d in self.dirs]})"
 
     @property
     def n_codebooks(self) -> int:
@@ -253,7 +264,7 @@ class TokenStore:
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
-            raise IndexError(f"{self.root}: clip {i} out of range ({len(self)} clips)")
+            raise IndexError(f"{self!r}: clip {i} out of range ({len(self)} clips)")
         s = int(np.searchsorted(self._starts, i, side="right") - 1)
         return self.shards[s], i - int(self._starts[s])
 

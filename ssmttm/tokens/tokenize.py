@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssmttm import io, logs
+from ssmttm import io, logs, settings
 from ssmttm.constants import SPECIAL_TOKEN
+from ssmttm.tokens.options import TokenizeSettings
 
 log = logging.getLogger("ssmttm.tokenize")
 REJECTED_COLUMNS = ("clip_id", "reason")
@@ -34,7 +35,7 @@ REJECTED_COLUMNS = ("clip_id", "reason")
 
 def weights_identity(weights: str | os.PathLike) -> tuple[Path, str, str | None]:
     """(local file, weights key, sha256 pinned by the receipt or None) for a receipt or a plain file."""
-    from ssmttm.weights import local_path
+    from ssmttm.weight_cache import local_path
 
     arg = Path(weights)
     path = local_path(arg)
@@ -185,22 +186,19 @@ def main(argv: list[str]) -> int | None:
     p.add_argument("--shard", required=True, help="shard id (e.g. 00)")
     p.add_argument("--manifest", required=True, help="results/data/manifest.parquet")
     p.add_argument("--text-clips", required=True, help="results/text/<encoder>/clips.parquet (clip -> caption ids)")
-    p.add_argument("--codec", default="dac", help="codec registry name (tokens.codec)")
-    p.add_argument("--weights", required=True, help="weights receipt results/weights/<key>.json, or a weights file")
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json, or a weights file")
     p.add_argument("--out-dir", required=True, help="results/tokens/<key>/<NN>")
+    settings.add_arguments(p, TokenizeSettings)
     args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error("--batch-size must be >= 1")
+    cfg = settings.from_args(p, TokenizeSettings, args)
     logs.setup()
     from ssmttm.codec import CodecError
     from ssmttm.data.manifest import ManifestError
     from ssmttm.tokens.store import TokenStoreError
-    from ssmttm.weights import MissingWeightError
+    from ssmttm.weight_cache import MissingWeightError
 
     try:
-        run(args.shard, args.manifest, args.text_clips, args.codec, args.weights, args.device, args.batch_size,
+        run(args.shard, args.manifest, args.text_clips, cfg.codec, args.codec_weights, cfg.device, cfg.batch_size,
             args.out_dir)
     except (CodecError, ManifestError, TokenStoreError, MissingWeightError, ValueError) as exc:
         log.error("%s", exc)

@@ -21,9 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from ssmttm.constants import CODEBOOK_SIZE, SPECIAL_TOKEN
+from ssmttm.errors import SsmttmError
 
 
-class TrainError(RuntimeError):
+class TrainError(SsmttmError, RuntimeError):
     """Training cannot go on (non-finite loss, out-of-vocabulary token, bad resume); the message
     names the step and/or the clips."""
 

@@ -82,6 +82,19 @@ def _read_json(path: str | None) -> Any:
     return io.read_json(path) if path else None
 
 
+def _manifest_splits(path: str | os.PathLike | None) -> dict[str, list[str]]:
+    """split -> clip ids (manifest order) of the data manifest: the clips a run trains and validates on."""
+    import pandas as pd
+
+    if not path:
+        raise TrainError("--manifest: required (its clips of each split are what is trained on)")
+    try:
+        df = pd.read_parquet(path, columns=["clip_id", "split"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainError(f"--manifest {path}: cannot read clip_id/split ({exc})") from exc
+    return {str(k): [str(c) for c in g["clip_id"]] for k, g in df.groupby("split", sort=True)}
+
+
 class Trainer:
     """One training run; :meth:`run` trains to ``cfg.steps`` and returns the done.json object."""
 
@@ -103,10 +116,10 @@ class Trainer:
         self._build()
         if self.world > 1 and self.rank > 0:
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # own dropout stream per rank
-        self.n_params, self.n_params_non_emb = flops.count_params(self.lm, self._embeddings())
-        self.optimizer = torch.optim.AdamW(param_groups(self.lm, cfg.weight_decay), lr=cfg.lr,
+        self.n_params, self.n_params_non_emb = flops.count_params(self.net, self._embeddings())
+        self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay), lr=cfg.lr,
                                            betas=tuple(cfg.betas), eps=cfg.eps)
-        self.sched = WarmupCosine(self.optimizer, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        self.sched = WarmupCosine(self.optimizer, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
         self.measured = {"per_token": None, "total": None}
         self._flops_cache: dict = {}
@@ -116,21 +129,22 @@ class Trainer:
             epoch, batch_in_epoch = self._resume(last)
         self.batches = MicroBatches(self.train_ds, cfg.batch_size, cfg.seed, self.rank, self.world,
                                     cfg.num_workers, epoch, batch_in_epoch)
-        self.model = self.lm
+        self.model = self.net
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.lm, device_ids=ids)
+            self.model = DistributedDataParallel(self.net, device_ids=ids)
         self._data_meta = self._data_provenance()
 
     # --- what is trained (the hooks a subclass replaces: ssmttm.refiner.train) -----------------------
     MODEL_KIND = "lm"
     CONFIG_FILE = LM_CONFIG_FILE
+    PATTERN = "musicgen-delay"  # ssmttm.pattern.NAME: how codes are laid out in the trained sequences
 
     def _build(self) -> None:
         """Set ``train_ds``, ``val_ds`` (or None), ``empty`` (the empty prompt's states), ``model_cfg`` and
-        ``lm`` (the module trained, on ``self.device``)."""
+        ``net`` (the module trained: the LM, or the refiner in the subclass; on ``self.device``)."""
         from ssmttm.models import build_lm
         from ssmttm.models.config import from_preset
 
@@ -140,43 +154,52 @@ class Trainer:
                                      ("text_dim", self.train_ds.text.d_model)),
                                     "--kappa / --dropout / the text store's d_model")
         self.model_cfg = from_preset(cfg.preset, cfg.variant, **overrides)
-        self.lm = build_lm(self.model_cfg, device=self.device)
+        self.net = build_lm(self.model_cfg, device=self.device)
 
     def _load_data(self, n_codebooks: int, delay: bool = True) -> None:
         """``train_ds``, ``val_ds`` (None without a valid split) and ``empty`` from the token and text stores:
-        the first ``n_codebooks`` codebooks, delay-patterned (the LM) or aligned (the refiner)."""
+        the manifest's clips of each split, exactly (``--manifest``), read from exactly the shard folders
+        given (``--tokens``); the first ``n_codebooks`` codebooks, delay-patterned (the LM) or aligned
+        (the refiner)."""
         import numpy as np
 
         from ssmttm.text.store import EMPTY_ID
-        from ssmttm.tokens.dataset import TokenDataset, TokenDatasetError
+        from ssmttm.tokens.dataset import TokenDataset
 
         cfg = self.cfg
+        clips = _manifest_splits(cfg.manifest)
 
         def split(name: str, caption: str):
-            return TokenDataset(cfg.tokens, cfg.text, n_codebooks, name, cfg.max_frames, caption, cfg.seed,
-                                delay=delay)
+            ds = TokenDataset(cfg.tokens, cfg.text, n_codebooks, name, cfg.max_frames, caption, cfg.seed,
+                              clips=clips[name], delay=delay)
+            if ds.untokenized:
+                log.warning("split %s: %d manifest clip(s) were rejected by the codec (rejected.tsv), e.g. %s",
+                            name, len(ds.untokenized), ds.untokenized[:3])
+            return ds
 
+        if not clips.get("train"):
+            raise TrainError(f"--manifest {cfg.manifest}: no clips in split 'train'")
         self.train_ds = split("train", cfg.caption)
-        try:
+        if clips.get("valid"):
             self.val_ds = split("valid", "primary")
-        except TokenDatasetError as exc:
-            log.warning("no validation loss: %s", exc)
+        else:
+            log.warning("no validation loss: --manifest %s has no clips in split 'valid'", cfg.manifest)
             self.val_ds = None
         self.empty = np.asarray(self.train_ds.text.embedding(EMPTY_ID), dtype=np.float32)
 
     def _overrides(self, pinned, source: str) -> dict:
-        """``--model-overrides`` plus the ``(field, value)`` pairs the stores and flags fix; an override that
+        """``model`` (the config key, ``--model``) plus the ``(field, value)`` pairs the stores and flags fix; an override that
         contradicts one of those fails naming both (``source`` says where the fixed values come from)."""
-        overrides = dict(self.cfg.model_overrides)
+        overrides = dict(self.cfg.model)
         for key, val in pinned:
             if key in overrides and overrides[key] != val:
-                raise ValueError(f"--model-overrides {key}={overrides[key]} contradicts {val} (from {source})")
+                raise ValueError(f"model override (--model) {key}={overrides[key]} contradicts {val} (from {source})")
             overrides[key] = val
         return overrides
 
     def _embeddings(self):
         """Token embedding modules, left out of N in 6ND (ssmttm.train.flops)."""
-        return self.lm.emb
+        return self.net.emb
 
     def _micro_loss(self, batch):
         """Loss of one (CFG-dropped) micro-batch: token-mean cross-entropy with label smoothing."""
@@ -184,7 +207,7 @@ class Trainer:
         codes = batch["codes"].to(self.device, non_blocking=True)
         with self._autocast():
             logits = self.model(codes, batch["text"].to(self.device), batch["text_mask"].to(self.device))
-        return self.lm.loss(logits, codes, batch["codes_mask"].to(self.device), cfg.label_smoothing)
+        return self.net.loss(logits, codes, batch["codes_mask"].to(self.device), cfg.label_smoothing)
 
     def _val_sums(self, batch, index: int) -> tuple[float, float, float]:
         """(loss x n, smoothed loss x n, n) of validation micro-batch ``index``: n = real tokens."""
@@ -193,10 +216,10 @@ class Trainer:
         codes = batch["codes"].to(self.device)
         mask = batch["codes_mask"].to(self.device)
         with self._autocast():
-            logits = self.lm(codes, batch["text"].to(self.device), batch["text_mask"].to(self.device))
+            logits = self.net(codes, batch["text"].to(self.device), batch["text_mask"].to(self.device))
         nt = float((mask & (codes != SPECIAL_TOKEN)).sum())
-        return (float(self.lm.loss(logits, codes, mask, 0.0)) * nt,
-                float(self.lm.loss(logits, codes, mask, self.cfg.label_smoothing)) * nt, nt)
+        return (float(self.net.loss(logits, codes, mask, 0.0)) * nt,
+                float(self.net.loss(logits, codes, mask, self.cfg.label_smoothing)) * nt, nt)
 
     def _forward_flops(self, batch) -> tuple[int, int]:
         """(forward FLOPs, positions) of one forward pass over ``batch``."""
@@ -244,15 +267,27 @@ class Trainer:
         text_meta = self.train_ds.text.meta
         codec = {"key": tok_meta.get("weights"), "sha256": tok_meta.get("weights_sha256"),
                  "codec": tok_meta.get("codec")}
-        text = {"key": text_meta.get("encoder"), "sha256": text_meta.get("weights_sha256")}
-        for rec_path, target in ((cfg.codec_receipt, codec), (cfg.text_receipt, text)):
-            rec = _read_json(rec_path)
+        # what inference must repeat: the same encoder, truncating prompts at the same length
+        text = {"key": text_meta.get("encoder"), "sha256": text_meta.get("weights_sha256"),
+                "max_length": text_meta.get("max_length")}
+        for rec_path, target in ((cfg.codec_weights, codec), (cfg.text_encoder, text)):
+            # a weights receipt (JSON) names the entry; a bare weights file leaves the store's record
+            rec = _read_json(rec_path) if rec_path and str(rec_path).endswith(".json") else None
             if rec:
                 target.update(key=rec.get("name", target["key"]), sha256=rec.get("sha256", target["sha256"]))
+        self._attribution = None
+        licences = None
+        if cfg.licenses_table:
+            from ssmttm.data.licenses import training_licences
+
+            # the tracks of the clips trained on, not the whole audit: what the weights were made from
+            licences, markdown = training_licences(cfg.licenses_table, self.train_ds.track_ids,
+                                                   _read_json(cfg.licenses_json))
+            self._attribution = markdown.encode()
         return {
             "codec": codec, "text_encoder": text,
             "manifest_sha256": io.sha256_file(cfg.manifest) if cfg.manifest else None,
-            "licences": _read_json(cfg.licenses),
+            "licences": licences,
         }
 
     def _resume(self, folder: Path) -> tuple[int, int]:
@@ -265,7 +300,7 @@ class Trainer:
         if cfg_dict != self.model_cfg.to_dict():
             raise TrainError(f"resume: {folder} holds a model with another config than this run's flags; use a "
                              f"new --run-dir or the original flags")
-        self.lm.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        self.net.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
         st = state.load_state(folder / state.STATE_FILE)
         self.optimizer.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
@@ -322,7 +357,7 @@ class Trainer:
             clip_ids.append(batch["clip_ids"])
             tokens += int(batch["lengths"].sum())
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm)
         per_mb = torch.stack(losses)
         stats = self._all_reduce(torch.stack([per_mb.mean(), grad_norm.float().reshape(()),
                                               torch.tensor(float(tokens), device=per_mb.device)]))
@@ -368,7 +403,7 @@ class Trainer:
         if self.cfg.val_max_batches > 0:
             chunks = chunks[:self.cfg.val_max_batches]
         acc = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, smoothed sum, tokens, clips
-        self.lm.eval()
+        self.net.eval()
         with torch.no_grad():
             for j, chunk in enumerate(chunks):
                 batch = collate([self.val_ds[i] for i in chunk])
@@ -402,7 +437,7 @@ class Trainer:
 
         c = self.cfg
         return {"model": self.MODEL_KIND, "experiment": c.experiment, "seed": c.seed, "step": self.step, "variant": c.variant,
-                "preset": c.preset, "kappa": c.kappa, "n_params": self.n_params,
+                "preset": c.preset, "kappa": c.kappa, "pattern": self.PATTERN, "n_params": self.n_params,
                 "n_params_non_embedding": self.n_params_non_emb, "tokens_seen": self.tokens_seen,
                 "flops_6nd": flops_6nd(self.n_params_non_emb, self.tokens_seen),
                 "flops_6nd_all_params": flops_6nd(self.n_params, self.tokens_seen),
@@ -419,7 +454,7 @@ class Trainer:
         import torch
 
         name = f"step_{self.step:07d}"
-        bad = [n for n, p in self.lm.named_parameters() if not bool(torch.isfinite(p).all())]
+        bad = [n for n, p in self.net.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:  # every rank holds the same weights, so every rank stops here
             raise TrainError(f"step {self.step}: non-finite weights in {bad[:5]}; checkpoint not written, last good "
                              f"checkpoint: {self._last_good()}")
@@ -432,10 +467,9 @@ class Trainer:
               "optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(), "rng": rngs,
               "measured_per_token": self.measured["per_token"], "measured_total": self.measured["total"]}
         meta = self.meta(val)
-        attribution = Path(self.cfg.attribution).read_bytes() if self.cfg.attribution else None
-        files = card.card_files(meta, self.model_cfg.to_dict(), self.cfg.recipe(), attribution)
+        files = card.card_files(meta, self.model_cfg.to_dict(), self.cfg.recipe(), self._attribution)
         files[state.STATE_FILE] = state.state_bytes(st)
-        folder = save_model(self.ckpt_root / name, self.lm, meta, files, self.CONFIG_FILE)
+        folder = save_model(self.ckpt_root / name, self.net, meta, files, self.CONFIG_FILE)
         state.write_last(self.ckpt_root, name)
         self._prune()
         return folder
@@ -547,7 +581,7 @@ class Trainer:
                 self.tb.close()
         final = self.ckpt_root / f"step_{self.step:07d}"
         done = {**self.meta(val), "final_checkpoint": final.as_posix(), "elapsed_s": round(self.elapsed, 3),
-                "log": (self.run_dir / "log.csv").as_posix()}
+                "log": (self.run_dir / "log.csv").as_posix(), "recipe": cfg.recipe()}
         if val is None and (final / "meta.json").is_file():  # nothing left to train: report the checkpoint's
             done["val_loss"] = io.read_json(final / "meta.json").get("val_loss")
         if self.is_main and cfg.out:

@@ -75,12 +75,6 @@ def state_bytes(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def save_state(path: str | os.PathLike, state: dict) -> None:
-    """Write ``state`` atomically to ``path``."""
-    with io.atomic_open(path, "wb") as f:
-        f.write(state_bytes(state))
-
-
 def load_state(path: str | os.PathLike) -> dict:
     """Load a trainer state with ``torch.load(weights_only=True)`` (no arbitrary unpickling)."""
     import torch

@@ -18,6 +18,9 @@ import abc
 from dataclasses import dataclass
 from typing import Callable
 
+from ssmttm.data.options import CaptionsSettings
+from ssmttm.errors import SsmttmError
+
 
 @dataclass(frozen=True)
 class ClipInfo:
@@ -36,26 +39,8 @@ class ClipInfo:
     moods: tuple[str, ...] = ()
 
 
-class ClipError(ValueError):
+class ClipError(SsmttmError, ValueError):
     """One clip cannot be captioned (the message names the clip); the stage rejects it and goes on."""
-
-
-@dataclass(frozen=True)
-class CaptionerOptions:
-    """Every knob a captioner factory may read (each factory uses the ones it needs).
-
-    ``seed`` picks tag-template phrasings; ``model_path`` / ``rephrase_path`` are local folders from
-    the weights cache (results/weights/<name>/); ``max_new_tokens`` 256 and ``max_audio_seconds`` 30
-    follow the lab's Qwen2-Audio captioning setup (docs/reference.md §2).
-    """
-
-    seed: int = 0
-    n_variants: int = 3
-    model_path: str | None = None
-    rephrase_path: str | None = None
-    device: str = "auto"
-    max_new_tokens: int = 256
-    max_audio_seconds: float = 30.0
 
 
 class Captioner(abc.ABC):
@@ -71,13 +56,13 @@ class Captioner(abc.ABC):
         """One list of captions per clip in ``batch``, primary first."""
 
 
-def _build_tags(opts: CaptionerOptions) -> Captioner:
+def _build_tags(opts: CaptionsSettings) -> Captioner:
     from ssmttm.data.captioners.tags import TagsCaptioner
 
     return TagsCaptioner(seed=opts.seed, n_variants=opts.n_variants)
 
 
-def _build_qwen2_audio(opts: CaptionerOptions) -> Captioner:
+def _build_qwen2_audio(opts: CaptionsSettings) -> Captioner:
     from ssmttm.data.captioners.qwen2_audio import Qwen2AudioCaptioner
 
     if not opts.model_path:
@@ -93,17 +78,18 @@ def _build_qwen2_audio(opts: CaptionerOptions) -> Captioner:
 
 
 # Config name -> lazy factory (audiocraft-style builder registry; nothing is imported until called).
-CAPTIONERS: dict[str, Callable[[CaptionerOptions], Captioner]] = {
+CAPTIONERS: dict[str, Callable[[CaptionsSettings], Captioner]] = {
     "tags": _build_tags,
     "qwen2-audio": _build_qwen2_audio,
 }
 
 
-def build(name: str, opts: CaptionerOptions | None = None) -> Captioner:
-    """Instantiate the captioner registered as ``name``; unknown names fail with the known list."""
-    if name not in CAPTIONERS:
-        raise ValueError(f"unknown captioner {name!r}; known: {', '.join(sorted(CAPTIONERS))}")
-    return CAPTIONERS[name](opts or CaptionerOptions())
+def build(opts: CaptionsSettings) -> Captioner:
+    """Instantiate the captioner ``opts.captioner`` (config ``captions.captioner``) with the knobs of ``opts``
+    (the ``captions`` section, ssmttm.data.options); unknown names fail with the known list."""
+    if opts.captioner not in CAPTIONERS:
+        raise ValueError(f"unknown captioner {opts.captioner!r}; known: {', '.join(sorted(CAPTIONERS))}")
+    return CAPTIONERS[opts.captioner](opts)
 
 
-__all__ = ["CAPTIONERS", "Captioner", "CaptionerOptions", "ClipError", "ClipInfo", "build"]
+__all__ = ["CAPTIONERS", "Captioner", "CaptionsSettings", "ClipError", "ClipInfo", "build"]

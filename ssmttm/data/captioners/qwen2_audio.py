@@ -158,12 +158,14 @@ class Qwen2AudioCaptioner(Captioner):
     def __init__(
         self,
         model_path: str | os.PathLike,
-        rephrase_path: str | os.PathLike | None = None,
-        device: str = "auto",
-        max_new_tokens: int = 256,
-        max_audio_seconds: float = 30.0,
-        seed: int = 0,
+        rephrase_path: str | os.PathLike | None,
+        *,
+        device: str,
+        max_new_tokens: int,
+        max_audio_seconds: float,
+        seed: int,
     ):
+        """The knobs are config keys ``captions.qwen2_audio.*`` and ``captions.seed`` (CaptionsSettings)."""
         if max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
         self.model, self.processor, self.device = load_qwen2_audio(model_path, device)

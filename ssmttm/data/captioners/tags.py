@@ -199,7 +199,8 @@ class TagsCaptioner(Captioner):
 
     name = "tags"
 
-    def __init__(self, seed: int = 0, n_variants: int = 3):
+    def __init__(self, *, seed: int, n_variants: int):
+        """``seed``, ``n_variants``: config keys ``captions.seed`` and ``captions.tags.n_variants``."""
         if n_variants < 1:
             raise ValueError(f"n_variants must be >= 1, got {n_variants}")
         self.seed = int(seed)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssmttm.errors import SsmttmError
+
 EMBEDDERS: dict[str, str] = {
     "vggish": "ssmttm.eval.embedders.vggish:VGGishEmbedder",
     "passt": "ssmttm.eval.embedders.passt:PaSSTEmbedder",
@@ -28,7 +30,7 @@ EMBEDDERS: dict[str, str] = {
 }
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(SsmttmError, RuntimeError):
     """A metric model that cannot be built or run; the message names the model and the file."""
 
 

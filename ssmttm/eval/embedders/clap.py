@@ -135,7 +135,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     # numpy scalars/dtypes in the training metadata: data-only reconstructors, allowed for this load only
     safe = [np.dtype, (_np_scalar(), "numpy.core.multiarray.scalar"), (_np_scalar(), "numpy._core.multiarray.scalar")]
     safe += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    from ssmttm.weights import load_torch_file
+    from ssmttm.weight_cache import load_torch_file
 
     with _quiet():
         obj = load_torch_file(path, EmbedderError, "clap", safe)
@@ -222,18 +222,18 @@ def _build_clap(htsat: dict, text_config, joint: int = 512):
 
 def load_text_tower(folder: str | os.PathLike):
     """(RobertaConfig, tokenizer) from a local roberta folder (config.json + tokenizer files), hub off."""
-    from ssmttm import weights
+    from ssmttm import weight_cache
 
     _clap_module()
     import transformers
 
     try:
-        folder = weights.local_path(folder)
+        folder = weight_cache.local_path(folder)
     except FileNotFoundError as exc:  # MissingWeightError says how to fetch it
         raise EmbedderError(f"clap: text model: {exc}") from exc
     if not (folder / "config.json").is_file():
         raise EmbedderError(f"clap: text model folder {folder} has no config.json (expected a roberta-base snapshot)")
-    with weights.offline_env(), _quiet():
+    with weight_cache.offline_env(), _quiet():
         try:
             config = transformers.RobertaConfig.from_pretrained(str(folder), local_files_only=True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

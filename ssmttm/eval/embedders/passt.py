@@ -93,7 +93,7 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     """
     import torch
 
-    from ssmttm.weights import load_torch_file
+    from ssmttm.weight_cache import load_torch_file
 
     obj = load_torch_file(path, EmbedderError, "passt")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):

@@ -171,7 +171,7 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         if len(found) != 1:
             raise EmbedderError(f"vggish: {path} must hold exactly one .pth/.pt file, found {[p.name for p in found]}")
         path = found[0]
-    from ssmttm.weights import load_torch_file
+    from ssmttm.weight_cache import load_torch_file
 
     obj = load_torch_file(path, EmbedderError, "vggish")
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
