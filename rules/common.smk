@@ -172,3 +172,13 @@ def metric_inputs(wildcards):
 def generated_runs(wildcards):
     """Input function of evaluate_generated: the experiment's generate outputs, one folder per seed."""
     return [f"{GEN_DIR}/{wildcards.exp}/seed{seed}" for seed in config["experiments"][wildcards.exp]["seeds"]]
+
+
+def optional_input(flag, name):
+    """params function: [flag, path] when the rule's input `name` is declared for this config, else nothing."""
+
+    def args(wildcards, input):
+        files = list(getattr(input, name))
+        return [flag, *files] if files else []
+
+    return args

@@ -15,7 +15,7 @@ rule reference_audio:
     input:
         prompts=PROMPTS_JSON,
         # only the jamendo source reads these: it cuts the fetched tracks (--cleantags, --receipts)
-        cleantags=meta("cleantags"),
+        cleantags=[meta("cleantags")] if JAMENDO_REFERENCE else [],
         shards=[f"{AUDIO_DIR}/{s}.json" for s in SHARDS] if JAMENDO_REFERENCE else [],
     output:
         index=f"{REF_DIR}/index.json",
@@ -26,6 +26,7 @@ rule reference_audio:
         f"{BENCH}/reference_audio.tsv"
     params:
         settings=rule_params.stage_settings(config, "ssmttm.eval.options:ReferenceSettings", "evaluation.reference"),
+        cleantags=optional_input("--cleantags", "cleantags"),
         cache_dir=f"{EVAL_DIR}/cache/youtube",
         out_dir=subpath(output.index, parent=True),
     threads: 1
@@ -35,7 +36,7 @@ rule reference_audio:
     conda:
         "../envs/eval.yaml"
     shell:
-        "python -m ssmttm reference-audio --prompts {input.prompts:q} --settings {params.settings:q} --cleantags {input.cleantags:q} --receipts {input.shards:q} --cache-dir {params.cache_dir:q} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm reference-audio --prompts {input.prompts:q} --settings {params.settings:q} {params.cleantags:q} --receipts {input.shards:q} --cache-dir {params.cache_dir:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule resynth:

@@ -27,3 +27,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def assert_settings_cover_their_sections(cls, not_settings: set[str]) -> None:
+    """A stage's settings dataclass holds exactly the keys of its config section(s) minus ``not_settings``
+    (keys read elsewhere), and keeps no default of its own: a key cannot be added in one place only."""
+    import dataclasses
+
+    from ssmttm import settings
+
+    keys = set(settings.key_schemas(cls.SCHEMA_NODES))
+    fields = settings.setting_fields(cls)
+    names = {f.name for f in fields}
+    assert names | not_settings == keys, "a config key without a field, or a field without a key"
+    assert not names & not_settings
+    assert all(f.default is dataclasses.MISSING for f in fields), "a second default beside the schema's"

@@ -7,13 +7,13 @@ flags are those keys; and what every data rule passes as ``--settings`` resolves
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import re
 from types import SimpleNamespace
 
 import pytest
+from conftest import assert_settings_cover_their_sections
 
 from ssmttm import config, rule_params, settings
 from ssmttm.constants import METADATA_FILES
@@ -68,12 +68,7 @@ STAGES = {
 
 @pytest.mark.parametrize("cls", list(NOT_SETTINGS), ids=lambda c: c.__name__)
 def test_every_key_of_a_data_section_is_a_setting_or_named_as_not_one(cls):
-    keys = set(settings.key_schemas(cls.SCHEMA_NODES))
-    fields = {f.name for f in settings.setting_fields(cls)}
-    assert fields | NOT_SETTINGS[cls] == keys, "a config key without a field, or a field without a key"
-    assert not fields & NOT_SETTINGS[cls]
-    # the dataclass keeps no second default: every default is the schema's
-    assert all(f.default is dataclasses.MISSING for f in settings.setting_fields(cls))
+    assert_settings_cover_their_sections(cls, NOT_SETTINGS[cls])
 
 
 def test_every_data_section_belongs_to_a_stage():

@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from conftest import assert_settings_cover_their_sections
 
 from ssmttm import config, rule_params, settings
 from ssmttm.eval.options import EvaluateSettings, ReferenceSettings, ResynthSettings
@@ -31,10 +32,7 @@ NOT_SETTINGS = {
 
 @pytest.mark.parametrize("cls", list(NOT_SETTINGS), ids=lambda c: c.__name__)
 def test_every_key_of_a_stage_section_is_a_setting_or_named_as_not_one(cls):
-    keys = set(settings.key_schemas(cls.SCHEMA_NODES))
-    fields = {f.name for f in settings.setting_fields(cls)}
-    assert fields | NOT_SETTINGS[cls] == keys, "a config key without a field, or a field without a key"
-    assert not fields & NOT_SETTINGS[cls]
+    assert_settings_cover_their_sections(cls, NOT_SETTINGS[cls])
 
 
 def test_tables_take_the_studies_section_and_claims_the_recipe_keys_of_d_and_n():

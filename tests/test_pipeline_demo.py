@@ -291,6 +291,26 @@ def test_adding_an_experiment_schedules_only_its_jobs(repo, demo, tmp_path):
     assert sum(rule == "evaluate_generated" for rule, _ in own) == len(metrics) == 5  # one job per metric
 
 
+def test_changing_one_setting_reruns_exactly_what_depends_on_it(repo, demo, tmp_path):
+    """Settings reach stages as their resolved config section (--settings): a new text.max_length reruns
+    the text states and everything trained on them, and nothing upstream of them; one experiment's
+    learning rate reruns that experiment's jobs only."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("text:\n  max_length: 64\n")
+    r = snakemake(repo, demo, "-n", "--cores", "2", "--configfile", str(repo / "config/demo.yaml"), str(extra),
+                  "--", "all")
+    rules = {rule for rule, _ in scheduled_jobs(r.stdout + r.stderr)}
+    assert {"text_embed", "tokenize", "train", "train_refiner", "generate"} <= rules
+    assert not rules & {"fetch_shard", "segment", "vocals", "captions", "manifest", "license_audit"}
+    cfg = config.load(repo / "config.yaml", repo / "config/demo.yaml")
+    name = next(iter(cfg["experiments"]))
+    extra.write_text(f"experiments:\n  {name}:\n    train: {{lr: 0.000123}}\n")
+    r = snakemake(repo, demo, "-n", "--cores", "2", "--configfile", str(repo / "config/demo.yaml"), str(extra),
+                  "--", "all")
+    own = [(rule, wc) for rule, wc in scheduled_jobs(r.stdout + r.stderr) if rule not in AGGREGATES | {"claims"}]
+    assert own and all(name in wc for _, wc in own), own
+
+
 def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
     # The demo leaves fd_clap out; adding it must schedule its jobs only, then reuse the cached CLAP
     # embeddings clap_score computed.

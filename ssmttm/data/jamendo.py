@@ -1,4 +1,5 @@
-"""Strict parsers for the MTG-Jamendo metadata files (formats: docs/ARCHITECTURE.md).
+"""Strict parsers for the MTG-Jamendo metadata files (formats: docs/ARCHITECTURE.md). The stages
+reach them through the dataset source :class:`ssmttm.data.sources.jamendo.MtgJamendo`.
 
 Every parser returns the rows it could read plus a list of :class:`Problem` (line number, raw text,
 reason) for the rows it could not: a malformed row is reported, never silently dropped. A file

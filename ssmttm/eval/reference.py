@@ -41,7 +41,7 @@ import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -147,29 +147,19 @@ def _write_clip(x: np.ndarray, sr: int, seconds: float, out: Path, sample_rate: 
 
 
 # --- MusicCaps via yt-dlp -------------------------------------------------------------------------------
-@dataclass
-class FetchConfig:
-    """How MusicCaps media are fetched and cut: the ``evaluation.reference`` settings of the same names
-    (seconds: ``timeout_s``, ``socket_timeout_s``, ``backoff_s``, ``tolerance``), the media cache folder and
-    the resolved ffmpeg."""
+@dataclass(kw_only=True)
+class FetchConfig(ReferenceSettings):
+    """How MusicCaps media are fetched and cut: the ``evaluation.reference`` settings (seconds:
+    ``timeout_s``, ``socket_timeout_s``, ``backoff_s``, ``tolerance``) plus the media cache folder and the
+    resolved ffmpeg executable."""
 
-    url_template: str
-    retries: int
-    timeout_s: float
-    socket_timeout_s: float
-    backoff_s: float
-    format: str
-    cookies: str | None
-    tolerance: float
-    subtype: str
     cache_dir: Path
-    ffmpeg: str | None  # resolved path, or None when ffmpeg is not available
+    ffmpeg_path: str | None  # shutil.which(ffmpeg), or None when ffmpeg is not available
     sample_rate: int = SAMPLE_RATE  # every reference clip is written at the pipeline's rate
 
     @classmethod
-    def from_settings(cls, s: ReferenceSettings, cache_dir: str | os.PathLike, ffmpeg: str | None) -> FetchConfig:
-        own = {f.name for f in fields(cls)} - {"cache_dir", "ffmpeg", "sample_rate"}
-        return cls(**{k: getattr(s, k) for k in own}, cache_dir=Path(cache_dir), ffmpeg=ffmpeg)
+    def from_settings(cls, s: ReferenceSettings, cache_dir: str | os.PathLike, ffmpeg_path: str | None) -> FetchConfig:
+        return cls(**asdict(s), cache_dir=Path(cache_dir), ffmpeg_path=ffmpeg_path)
 
 
 class _YdlLog:
@@ -264,7 +254,7 @@ def _ffmpeg_section(path: Path, start_s: float, seconds: float, cfg: FetchConfig
 
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         out = Path(tmp) / "section.wav"
-        cmd = [cfg.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{start_s:.6f}", "-i",
+        cmd = [cfg.ffmpeg_path, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{start_s:.6f}", "-i",
                str(path), "-t", f"{seconds:.6f}", "-vn", "-ac", "1", "-ar", str(cfg.sample_rate),
                "-c:a", "pcm_f32le", "-f", "wav", "-y", str(out)]
         try:
@@ -287,7 +277,7 @@ def decode_section(path: Path, start_s: float, seconds: float, cfg: FetchConfig)
     try:
         _, _, total = audio.info(path)
     except audio.AudioError as exc:
-        if cfg.ffmpeg is None:
+        if cfg.ffmpeg_path is None:
             ext = path.suffix.lstrip(".") or "this container"
             raise ClipMissing(f"decode: cannot decode {ext} without ffmpeg ({path.name}: {exc})") from None
         return _ffmpeg_section(path, start_s, seconds, cfg)

@@ -58,7 +58,7 @@ class TrainConfig:
     # --- the run (wildcards, inputs, outputs) ---
     run_dir: str
     experiment: str
-    seed: int = 0
+    seed: int
     tokens: list[str] = field(default_factory=list)
     text: str = ""
     licenses_json: str | None = None
