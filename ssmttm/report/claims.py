@@ -55,18 +55,15 @@ def training_hours(manifest: str | Path) -> dict[str, float]:
 
 def read_run(run_dir: str | Path) -> dict:
     """The run's final numbers: step, tokens_seen, flops_6nd, measured_* (flops.csv, last step),
-    n_params / n_params_non_embedding, preset, variant, kappa, world_size (done.json, else the final
-    checkpoint's meta.json)."""
+    n_params / n_params_non_embedding, preset, variant, kappa, world_size (done.json: the rule's input,
+    written last by the training job)."""
     run_dir = Path(run_dir)
     out: dict = {}
-    meta: dict = {}
-    for p in [run_dir / "done.json", *sorted(run_dir.glob("ckpt/step_*/meta.json"), reverse=True)]:
-        if p.is_file():
-            try:
-                meta = io.read_json(p)
-                break
-            except ValueError as exc:
-                log.warning("unreadable %s: %s", p, exc)
+    done = run_dir / "done.json"
+    try:
+        meta = io.read_json(done)
+    except (OSError, ValueError) as exc:
+        raise ClaimsError(f"{done}: cannot read the finished run's record ({exc})") from exc
     for k in ("step", "tokens_seen", "flops_6nd", "measured_forward_flops_per_token", "measured_flops_total",
               "n_params", "n_params_non_embedding", "preset", "variant", "kappa", "world_size"):
         out[k] = meta.get(k)
