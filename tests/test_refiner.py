@@ -394,7 +394,10 @@ def _discodiff_folder(root, dac_file, t5):
     return root
 
 
-def test_discodiff_backend_plumbing(tmp_path, two_stage, dac_file, capsys):
+def test_discodiff_backend_plumbing(tmp_path, two_stage, dac_file, capsys, monkeypatch):
+    from ssmttm.refiner import discodiff
+
+    monkeypatch.setattr(discodiff, "UNET_CLASSES", (*discodiff.UNET_CLASSES, "test_refiner:StandInUNet"))
     root, lm_ck, _ = two_stage
     folder = _discodiff_folder(tmp_path / "dd", dac_file, root / "weights" / "t5_tiny.json")
     r = load_refiner("discodiff", folder)
@@ -430,3 +433,18 @@ def test_bench_prints_one_table_and_its_figures(repo, capsys):
     for key in ("s_per_audio_s_4", "mel_4", "acc_4", "mel_ddim_1", "mel_codebook1_only", "loss_first", "loss_last"):
         assert math.isfinite(float(figures[key])), key
     assert any(line.split()[:1] == ["4"] for line in lines)  # the table row of 4 steps
+
+
+def test_a_refiner_folder_cannot_name_code_to_run(tmp_path, dac_file):
+    """discodiff.json is data: a unet_class outside the package's allow-list is refused before any import."""
+    import json as _json
+
+    folder = _discodiff_folder(tmp_path / "dd", dac_file, tmp_path / "t5")
+    cfg = _json.loads((folder / "discodiff.json").read_text())
+    marker = tmp_path / "ran"
+    for name, conf in (("subprocess:call", {"args": f"touch {marker}", "shell": True}),
+                       ("os:system", {"command": f"touch {marker}"}), ("test_refiner:StandInUNet", {})):
+        (folder / "discodiff.json").write_text(_json.dumps({**cfg, "unet_class": name, "unet_config": conf}))
+        with pytest.raises(RefinerError, match="not one of the classes a refiner folder may name"):
+            load_refiner("discodiff", folder)
+    assert not marker.exists()

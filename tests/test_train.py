@@ -488,3 +488,14 @@ def test_the_train_rule_hands_over_exactly_the_configured_shards(repo, tmp_path)
     for line in lines:
         tokens = re.search(r"--tokens (.*?) --text", line).group(1).split()
         assert tokens == [f"results/tokens/dac_tiny/{s:02d}" for s in range(5)]
+
+
+def test_a_corrupt_resume_state_is_named_and_exits_2(fixture_root, tmp_path, capfd):
+    run = tmp_path / "run"
+    assert main(argv(fixture_root, run, steps=4)) == 0
+    state_file = run / "ckpt" / "step_0000004" / "trainer_state.pt"
+    state_file.write_bytes(state_file.read_bytes()[:100])  # truncated by a full disk, say
+    capfd.readouterr()
+    assert main(argv(fixture_root, run, steps=8)) == 2
+    err = capfd.readouterr().err
+    assert f"{state_file}: not a readable trainer state" in err and "Traceback" not in err

@@ -19,8 +19,9 @@ Layout of ``--refiner PATH`` (a folder you prepare once):
   ``state_dict`` holds the secondary model under ``model_secondary.`` (or a ``.safetensors`` file of
   that state dict). A checkpoint that pickles other objects is refused: re-save its
   ``state_dict`` in your own trusted environment;
-- ``discodiff.json``: ``{"unet_class": "module:Class" (default
-  "models.unet.unet_1d_condition:UNet1DConditionModel", importable from your DiscoDiff checkout),
+- ``discodiff.json``: ``{"unet_class": one of :data:`UNET_CLASSES` (default
+  "models.unet.unet_1d_condition:UNet1DConditionModel", importable from your DiscoDiff checkout; no
+  other callable can be named),
   "unet_config": {constructor keyword arguments of the secondary model}, "text_encoder": path to a
   FLAN-T5-large folder or weights receipt, "normalize": 3.6, "prediction_type": "v_prediction" |
   "epsilon" | "sample", "num_train_timesteps": 1000, "beta_schedule": "linear" |
@@ -47,8 +48,13 @@ from ssmttm.refiner import Refiner, RefinerError
 from ssmttm.rng import make_generators
 from ssmttm.text.store import pad
 
+# The classes a discodiff.json may name: the JSON is data, so it selects from this list and never names
+# an arbitrary callable (a "module:function" there would otherwise be imported and called with
+# unet_config before any weight is read). DiscoDiff's secondary model, from its own checkout.
+UNET_CLASSES = ("models.unet.unet_1d_condition:UNet1DConditionModel",)
+
 DEFAULTS = {
-    "unet_class": "models.unet.unet_1d_condition:UNet1DConditionModel",
+    "unet_class": UNET_CLASSES[0],
     "unet_config": {},
     "text_encoder": None,
     "normalize": 3.6,  # DAC_NORMALIZE_FACTOR in DiscoDiff's source
@@ -131,6 +137,12 @@ class DiscoDiffRefiner(Refiner):
                 raise RefinerError(f"{folder / 'discodiff.json'}: {key!r} is required")
         self.cfg, self.device, self.folder = cfg, device, folder
         self.n_codebooks, self.cond_codebooks = int(cfg["n_codebooks"]), 1
+        if cfg["unet_class"] not in UNET_CLASSES:
+            raise RefinerError(f"{folder / 'discodiff.json'}: unet_class {cfg['unet_class']!r} is not one of the "
+                               f"classes a refiner folder may name {list(UNET_CLASSES)} (ssmttm/refiner/discodiff.py "
+                               "UNET_CLASSES)")
+        if not isinstance(cfg["unet_config"], dict):
+            raise RefinerError(f"{folder / 'discodiff.json'}: unet_config must be a JSON object of keyword arguments")
         module, _, cls = cfg["unet_class"].partition(":")
         try:
             unet_cls = getattr(importlib.import_module(module), cls)

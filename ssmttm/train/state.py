@@ -77,11 +77,20 @@ def state_bytes(state: dict) -> bytes:
 
 def load_state(path: str | os.PathLike) -> dict:
     """Load a trainer state with ``torch.load(weights_only=True)`` (no arbitrary unpickling)."""
+    import pickle
+
     import torch
 
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    from ssmttm.errors import CheckpointError
+
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # corrupt, truncated, unsafe
+        raise CheckpointError(f"{path}: not a readable trainer state ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); resume from an earlier "
+                              "checkpoint (point ckpt/last at it) or start a new --run-dir") from exc
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: not a trainer state of version {STATE_VERSION}")
+        raise CheckpointError(f"{path}: not a trainer state of version {STATE_VERSION}")
     return state
 
 
