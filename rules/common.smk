@@ -123,12 +123,6 @@ def refiner_args(wildcards, input):
     return ["--refiner", input.refiner[0]] if input.refiner else []
 
 
-def gen_steps(exp):
-    """Steps an experiment samples at (experiments.<name>.generate_at, default its final step)."""
-    e = config["experiments"][exp]
-    return [int(s) for s in (e["generate_at"] or [e["steps"]])]
-
-
 def gen_dir(exp, seed, step):
     return f"{GEN_DIR}/{exp}/seed{seed}/step_{int(step):07d}/{SET}"
 
@@ -136,10 +130,10 @@ def gen_dir(exp, seed, step):
 def gen_points(wildcards):
     """`generate` arguments: one --checkpoint/--out-dir pair per sampled step of the run."""
     args = []
-    for step in gen_steps(wildcards.exp):
+    for step in rule_params.generate_steps(config["experiments"][wildcards.exp]):
         args += [
             "--checkpoint",
-            f"{run_dir(wildcards.exp, wildcards.seed)}/ckpt/step_{step:07d}",
+            f"{run_dir(wildcards.exp, wildcards.seed)}/ckpt/step_{int(step):07d}",
             "--out-dir",
             gen_dir(wildcards.exp, wildcards.seed, step),
         ]
