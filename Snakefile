@@ -59,6 +59,7 @@ rule all:
         rules.train_all.input,
         rules.generate_all.input,
         rules.loss_curves.output,
+        rules.val_loss.output,
         rules.evaluate_all.input,
         rules.tables.output,
         rules.claims.output,

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ssmttm.generate.generate import generate_cached, generate_naive  # noqa: E402
+from ssmttm.rng import prompt_seeds  # noqa: E402
 from ssmttm.generate.sampling import SamplingConfig  # noqa: E402
 from ssmttm.models import VARIANTS, build_lm  # noqa: E402
 from ssmttm.models.config import from_preset  # noqa: E402
@@ -59,9 +60,13 @@ def prompts(text_dim: int, text_len: int):
             rng.standard_normal((1, text_dim)).astype(np.float32))
 
 
+def _ids(cond) -> list[str]:
+    return [f"p{i}" for i in range(len(cond))]
+
+
 def run_cached(lm, cond, uncond, n_tokens, cfg, seed):
     t0 = time.perf_counter()
-    seq = generate_cached(lm, cond, uncond, n_tokens, cfg, seed)
+    seq = generate_cached(lm, cond, uncond, n_tokens, cfg, prompt_seeds(seed, _ids(cond)))
     return seq, time.perf_counter() - t0
 
 
@@ -80,7 +85,7 @@ def run_naive_partial(lm, cond, uncond, n_tokens, cfg, seed, max_steps):
 
     t0 = time.perf_counter()
     try:
-        seq = generate_naive(lm, cond, uncond, n_tokens, cfg, seed, on_step=on_step)
+        seq = generate_naive(lm, cond, uncond, n_tokens, cfg, prompt_seeds(seed, _ids(cond)), on_step=on_step)
     except _Stop:
         seq = None
     return seq, kept["seq"], times, time.perf_counter() - t0
@@ -130,8 +135,8 @@ def main(argv=None) -> int:
 
     # correctness first: greedy, both ways
     greedy = SamplingConfig(sampling.cfg_scale, 0.0, 1)
-    g_ours = generate_cached(lm, cond, uncond, args.greedy_tokens, greedy, args.seed)
-    g_naive = generate_naive(lm, cond, uncond, args.greedy_tokens, greedy, args.seed)
+    g_ours = generate_cached(lm, cond, uncond, args.greedy_tokens, greedy, prompt_seeds(args.seed, _ids(cond)))
+    g_naive = generate_naive(lm, cond, uncond, args.greedy_tokens, greedy, prompt_seeds(args.seed, _ids(cond)))
     greedy_equal = bool(torch.equal(g_ours, g_naive))
     print(f"greedy check (top-k 1, {args.greedy_tokens} frames): cached == naive token for token: {greedy_equal}")
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ssmttm.generate.sampling import make_generators  # noqa: E402
+from ssmttm.generate.sampling import make_generators, prompt_seeds  # noqa: E402
 from ssmttm.refiner import diffusion as D  # noqa: E402
 from ssmttm.refiner.config import refiner_from_preset  # noqa: E402
 from ssmttm.refiner.model import build_refiner  # noqa: E402
@@ -87,7 +87,7 @@ def time_sampling(net, frames: int, steps: int, sampler: str, text_dim: int) -> 
     text, mask = torch.randn(1, 12, text_dim), torch.ones(1, 12, dtype=torch.bool)
     t0 = time.perf_counter()
     D.sample(net, cond, text, mask, torch.zeros_like(text), mask, D.SamplerConfig(steps, 3.0, sampler),
-             make_generators(0, 1))
+             make_generators([0]))
     return time.perf_counter() - t0
 
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in steps:
             t0 = time.perf_counter()
             x0 = D.sample(net, held[:, :1], text.expand(B, -1, -1), mask, text.expand(B, -1, -1), mask,
-                          D.SamplerConfig(n, 3.0, sampler), make_generators(args.seed, B))
+                          D.SamplerConfig(n, 3.0, sampler), make_generators(prompt_seeds(args.seed, [f"p{i}" for i in range(B)], "refiner")))
             dt = time.perf_counter() - t0
             rest = net.quantize(net.denormalise(x0))
             acc = float((rest == held[:, 1:]).float().mean())

@@ -39,6 +39,10 @@ TRAIN = config["train"]
 TRAIN_DIR = f"{RESULTS}/train"
 EXPERIMENTS = {name: exp for name, exp in config["experiments"].items() if exp["enabled"]}
 RUNS = [(name, seed) for name, exp in EXPERIMENTS.items() for seed in exp["seeds"]]
+# experiments.<name>.import: a converted checkpoint instead of training (rule import_checkpoint); the
+# run folder looks like a trained run's, without the training logs the loss plots read
+IMPORTED = [name for name, exp in EXPERIMENTS.items() if exp["import"]]
+TRAINED_RUNS = [(name, seed) for name, seed in RUNS if name not in IMPORTED]
 REFINERS = {name: r for name, r in config["refiners"].items() if r["enabled"]}
 REFINER_DIR = f"{RESULTS}/refiner"
 TRAINED_REFINERS = [name for name, r in REFINERS.items() if r["backend"] == "ssmttm"]
@@ -52,11 +56,16 @@ SET = GEN["prompt_set"]
 PROMPTS_JSON = f"{GEN_DIR}/prompts/{SET}.json"
 SCORES_DIR = f"{EVAL_DIR}/scores/{SET}"
 RESYNTH = [f"resynth_k{k}" for k in EVAL["resynth_kappas"]]
-SYSTEMS = list(EXPERIMENTS) + ["ground_truth"] + RESYNTH
+# baselines (config systems): MusicGen generated here, or a folder of another model's clips; both
+# land in generate's folder layout and are scored by the same jobs as the experiments
+BASELINES = {name: s for name, s in config["systems"].items() if s["enabled"]}
+SYSTEMS_DIR = f"{GEN_DIR}/systems"
+SYSTEMS = list(EXPERIMENTS) + ["ground_truth"] + RESYNTH + list(BASELINES)
 
 
 wildcard_constraints:
     shard=r"\d{2}",
+    system="|".join(re.escape(name) for name in BASELINES) or "(?!x)x",
     name=r"[A-Za-z0-9_.-]+",
     metafile="|".join(re.escape(f) for f in METADATA_FILES.values()),
 
@@ -138,6 +147,55 @@ def gen_points(wildcards):
             gen_dir(wildcards.exp, wildcards.seed, step),
         ]
     return args
+
+
+def imported_weight(field):
+    """Input function: the weights receipt of an imported experiment's checkpoint or config file."""
+
+    def receipt(wildcards):
+        return weight_receipt(config["experiments"][wildcards.exp]["import"][field])
+
+    return receipt
+
+
+def imported_format(wildcards):
+    return config["experiments"][wildcards.exp]["import"]["format"]
+
+
+def imported_ckpt_dir(wildcards):
+    """The checkpoint folder generate samples: ckpt/step_<steps> of the run."""
+    steps = config["experiments"][wildcards.exp]["steps"]
+    return f"{run_dir(wildcards.exp, wildcards.seed)}/ckpt/step_{int(steps):07d}"
+
+
+def system_set(name):
+    """index.json of a baseline system's set folder (generate's layout)."""
+    return f"{SYSTEMS_DIR}/{BASELINES[name]['kind']}/{name}/{SET}/index.json"
+
+
+def system_set_input(wildcards):
+    return system_set(wildcards.system)
+
+
+def system_kind(wildcards):
+    """`evaluate --system` of a baseline: musicgen | external."""
+    return BASELINES[wildcards.system]["kind"]
+
+
+def musicgen_weights(wildcards):
+    """The weights receipt of a musicgen system's model folder."""
+    return weight_receipt(BASELINES[wildcards.system]["weights"])
+
+
+def external_inputs(wildcards):
+    """An external system's prompt_id -> file table (if given) and the files its folder waits for. The
+    folder itself is a param: a change inside it needs `--forcerun external_system`."""
+    s = BASELINES[wildcards.system]
+    return {"files": [s["files"]] if s["files"] else [], "requires": s["requires"]}
+
+
+def external_dir(wildcards):
+    return BASELINES[wildcards.system]["dir"]
 
 
 def prompt_source(wildcards):

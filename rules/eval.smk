@@ -148,6 +148,34 @@ rule evaluate_resynth:
         "python -m ssmttm evaluate --system resynth --kappa {wildcards.kappa} --set {params.set:q} --metric {wildcards.metric} --reference {params.ref_dir:q} --prompts {input.prompts:q} --model {params.models:q} --pipeline-check {params.pipeline_check:q} --settings {params.settings:q} --cache-dir {params.cache:q} --out {output:q} 2> {log:q}"
 
 
+rule evaluate_system:
+    # a baseline (config systems) in generate's layout: scored exactly like an experiment's clips
+    input:
+        unpack(metric_inputs),
+        set=system_set_input,
+        reference=rules.reference_audio.output.index,
+        prompts=PROMPTS_JSON,
+    output:
+        f"{SCORES_DIR}/{{system}}/{{metric}}.json",
+    log:
+        f"{LOGS}/evaluate/{{system}}_{{metric}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{system}}_{{metric}}.tsv"
+    params:
+        **EVAL_PARAMS,
+        kind=system_kind,
+        set=subpath(input.set, parent=True),
+        ref_dir=subpath(input.reference, parent=True),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=device_gpus(EVAL["device"]),
+    conda:
+        "../envs/eval.yaml"
+    shell:
+        "python -m ssmttm evaluate --system {params.kind:q} --experiment {wildcards.system:q} --set {params.set:q} --metric {wildcards.metric} --reference {params.ref_dir:q} --prompts {input.prompts:q} --model {params.models:q} --pipeline-check {params.pipeline_check:q} --settings {params.settings:q} --cache-dir {params.cache:q} --out {output:q} 2> {log:q}"
+
+
 SCORE_FILES = [f"{SCORES_DIR}/{system}/{metric}.json" for system in SYSTEMS for metric in EVAL["metrics"]]
 
 

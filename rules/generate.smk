@@ -1,6 +1,8 @@
 # Sample each experiment's chosen checkpoints (experiments.<name>.generate_at, default the final
 # step) on the configured prompt set, decode with the codec and write 44.1 kHz audio + sidecars. An
 # experiment with `refiner: <name>` is the two-stage system: its codes are completed by the refiner first.
+# Baselines (config systems) get the same prompt set: MusicGen generated with the generate section's
+# length, CFG scale and sampling, or a folder of another model's clips gathered into the same layout.
 
 
 rule prompt_set:
@@ -56,3 +58,50 @@ rule generate:
 rule generate_all:
     input:
         [f"{GEN_DIR}/{exp}/seed{seed}" for exp, seed in RUNS],
+        [system_set(name) for name in BASELINES],
+
+
+rule generate_musicgen:
+    input:
+        prompts=rules.prompt_set.output,
+        weights=musicgen_weights,
+    output:
+        f"{SYSTEMS_DIR}/musicgen/{{system}}/{SET}/index.json",
+    log:
+        f"{LOGS}/generate/musicgen_{{system}}.log",
+    benchmark:
+        f"{BENCH}/generate/musicgen_{{system}}.tsv"
+    params:
+        settings=rule_params.musicgen_settings(config),
+        out_dir=subpath(output[0], parent=True),
+    threads: 1
+    resources:
+        mem_mb=8000,
+        gpu=device_gpus(GEN["device"]),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m ssmttm generate-musicgen --prompts {input.prompts:q} --weights {input.weights:q} --settings {params.settings:q} --out-dir {params.out_dir:q} 2> {log:q}"
+
+
+rule external_system:
+    input:
+        unpack(external_inputs),
+        prompts=rules.prompt_set.output,
+    output:
+        f"{SYSTEMS_DIR}/external/{{system}}/{SET}/index.json",
+    log:
+        f"{LOGS}/generate/external_{{system}}.log",
+    benchmark:
+        f"{BENCH}/generate/external_{{system}}.tsv"
+    params:
+        dir=external_dir,
+        files=optional_input("--files", "files"),
+        out_dir=subpath(output[0], parent=True),
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/eval.yaml"
+    shell:
+        "python -m ssmttm external-system --name {wildcards.system:q} --dir {params.dir:q} {params.files:q} --prompts {input.prompts:q} --out-dir {params.out_dir:q} 2> {log:q}"

@@ -5,9 +5,9 @@ PLOTS_DIR = f"{RESULTS}/plots"
 
 rule loss_curves:
     input:
-        [f"{run_dir(exp, seed)}/done.json" for exp, seed in RUNS],
+        [f"{run_dir(exp, seed)}/done.json" for exp, seed in TRAINED_RUNS],
     output:
-        [f"{PLOTS_DIR}/loss/{exp}_seed{seed}.{ext}" for exp, seed in RUNS for ext in ("png", "svg")],
+        [f"{PLOTS_DIR}/loss/{exp}_seed{seed}.{ext}" for exp, seed in TRAINED_RUNS for ext in ("png", "svg")],
         report(
             f"{PLOTS_DIR}/loss/all.png",
             caption="report/loss_curves.rst",
@@ -20,7 +20,7 @@ rule loss_curves:
     benchmark:
         f"{BENCH}/loss_curves.tsv"
     params:
-        runs=[f"{exp}_seed{seed}={run_dir(exp, seed)}" for exp, seed in RUNS],
+        runs=[f"{exp}_seed{seed}={run_dir(exp, seed)}" for exp, seed in TRAINED_RUNS],
         settings=rule_params.stage_settings(config, "ssmttm.report.options:LossCurvesSettings", "plots"),
         out_dir=subpath(output.overlay, parent=True),
     threads: 1

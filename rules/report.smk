@@ -4,6 +4,7 @@
 STUDIES = config["studies"]
 TABLES_DIR = f"{RESULTS}/tables"
 EVAL_PLOTS = f"{RESULTS}/plots/eval"
+VAL_LOSS_PLOTS = f"{RESULTS}/plots/val_loss"
 REPORT_DIR = f"{RESULTS}/report"
 CURVE_STUDIES = [s for s, st in STUDIES.items() if st["kind"] == "curve"]
 CLAIMS_EXP = rule_params.claims_experiment(config)
@@ -44,10 +45,48 @@ rule tables:
         "python -m ssmttm tables --scores {input:q} --settings {params.settings:q} --out-dir {params.out_dir:q} --plots {output.plots:q} {output.vectors:q} 2> {log:q}"
 
 
+# Validation loss of every study's experiments: mean ± 95 % t-interval over seeds, vs steps and FLOPs;
+# the matched-step summary (val_loss.json) is what `make docs-results` writes into README/docs.
+rule val_loss:
+    input:
+        [f"{run_dir(exp, seed)}/done.json" for exp, seed in TRAINED_RUNS],
+    output:
+        plots=[
+            report(
+                f"{VAL_LOSS_PLOTS}/{s}.png",
+                caption=f"{CAPTIONS}/val_loss.rst",
+                category="Validation loss",
+                labels={"study": s},
+            )
+            for s in STUDIES
+        ],
+        vectors=[f"{VAL_LOSS_PLOTS}/{s}.svg" for s in STUDIES],
+        points=f"{TABLES_DIR}/val_loss.csv",
+        summary=f"{TABLES_DIR}/val_loss.json",
+    log:
+        f"{LOGS}/val_loss.log",
+    benchmark:
+        f"{BENCH}/val_loss.tsv"
+    params:
+        settings=rule_params.tables_settings(config),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m ssmttm val-loss --run {input:q} --settings {params.settings:q} --plots {output.plots:q} {output.vectors:q} --csv {output.points:q} --json {output.summary:q} 2> {log:q}"
+
+
+# claims builds the configured model and a MusicGen-small-shaped transformers model (shapes only, to
+# count their FLOPs): torch and transformers, hence the eval environment
 rule claims:
     input:
         manifest=f"{RESULTS}/data/manifest.parquet",
         run=f"{CLAIMS_RUN}/done.json",
+        # the text width and mean caption length of the counted forwards (ours and MusicGen-small's)
+        text_meta=f"{TEXT_DIR}/meta.json",
+        text_index=f"{TEXT_DIR}/index.parquet",
     output:
         [f"{TABLES_DIR}/claims.{ext}" for ext in ("csv", "md", "tex")],
     log:
@@ -58,14 +97,15 @@ rule claims:
         settings=rule_params.claims_settings(config),
         run=f"{CLAIMS_EXP}={CLAIMS_RUN}",
         exp=CLAIMS_EXP,
+        text=subpath(input.text_meta, parent=True),
         out_dir=subpath(output[0], parent=True),
     threads: 1
     resources:
         mem_mb=2000,
     conda:
-        "../envs/data.yaml"
+        "../envs/eval.yaml"
     shell:
-        "python -m ssmttm claims --settings {params.settings:q} --manifest {input.manifest:q} --runs {params.run:q} --experiment {params.exp:q} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m ssmttm claims --settings {params.settings:q} --manifest {input.manifest:q} --runs {params.run:q} --experiment {params.exp:q} --text {params.text:q} --out-dir {params.out_dir:q} 2> {log:q}"
 
 
 rule report_pages:
@@ -76,7 +116,7 @@ rule report_pages:
         audit_attribution=f"{LICENSE_DIR}/ATTRIBUTION.md",
         # each trained model's done.json: its training split's licences, and the final checkpoint
         # (whose ATTRIBUTION.md lists that split) is complete once done.json exists
-        runs=[f"{run_dir(exp, seed)}/done.json" for exp, seed in RUNS]
+        runs=[f"{run_dir(exp, seed)}/done.json" for exp, seed in TRAINED_RUNS]
         + [refiner_done(name) for name in TRAINED_REFINERS],
         audio=[f"{GEN_DIR}/{exp}/seed{EXPERIMENTS[exp]['seeds'][0]}" for exp in EXPERIMENTS],
         prompts=PROMPTS_JSON,

@@ -93,6 +93,8 @@ def _semantic_errors(cfg: dict) -> list[str]:
     errors += _source_errors(cfg)
     errors += _refiner_errors(cfg, models, train_keys)
     errors += _evaluation_errors(cfg, models)
+    errors += _system_errors(cfg, models)
+    errors += _import_errors(cfg, models)
     if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
         errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
     return errors
@@ -155,6 +157,52 @@ def _evaluation_errors(cfg: dict, models: dict) -> list[str]:
                               f"(known: {sorted(cfg['experiments'])})")
             elif exp not in enabled:
                 errors.append(f"config key studies.{name}.experiments: experiment {exp!r} has enabled: false")
+    return errors
+
+
+def _import_errors(cfg: dict, models: dict) -> list[str]:
+    """Imported experiments: weights entries that exist, the format's variant, one seed, nothing to train."""
+    errors = []
+    variants = {"ssm-ttm": "prefix-simba"}  # the authors released Prefix SiMBA only
+    for name, exp in cfg["experiments"].items():
+        imp = exp.get("import")
+        if not imp:
+            continue
+        key = f"config key experiments.{name}.import"
+        for field in ("checkpoint", "config"):
+            if imp[field] not in models:
+                errors.append(f"{key}.{field}: {imp[field]!r} is not a key of weights.models (known: {sorted(models)})")
+        if exp["variant"] != variants[imp["format"]]:
+            errors.append(f"config key experiments.{name}.variant: format {imp['format']} holds a "
+                          f"{variants[imp['format']]} model, not {exp['variant']}")
+        if len(exp["seeds"]) != 1:
+            errors.append(f"config key experiments.{name}.seeds: an imported checkpoint is one run; give one seed")
+        if set(exp["generate_at"]) - {exp["steps"]}:
+            errors.append(f"config key experiments.{name}.generate_at: an imported checkpoint has one step "
+                          f"(its folder is ckpt/step_<steps>, steps {exp['steps']})")
+        if exp.get("refiner") is not None:
+            errors.append(f"config key experiments.{name}.refiner: not supported with import (its kappa-1 codes "
+                          "would need a refiner trained on the same codec; generate it single-stage)")
+    claims = cfg["evaluation"].get("claims_experiment")
+    if claims in cfg["experiments"] and cfg["experiments"][claims].get("import"):
+        errors.append(f"config key evaluation.claims_experiment: {claims!r} is imported; the claims need a run's "
+                      "training logs")
+    return errors
+
+
+def _system_errors(cfg: dict, models: dict) -> list[str]:
+    """Baseline systems: the key their kind needs, and a name no experiment or reference row uses."""
+    errors = []
+    taken = set(cfg["experiments"]) | {"ground_truth"} | {f"resynth_k{k}" for k in cfg["evaluation"]["resynth_kappas"]}
+    for name, sys_ in cfg.get("systems", {}).items():
+        key = f"config key systems.{name}"
+        if name in taken:
+            errors.append(f"{key}: the name is taken by an experiment or a reference row; scores would collide")
+        if sys_["kind"] == "musicgen" and sys_.get("weights") not in models:
+            errors.append(f"{key}.weights: {sys_.get('weights')!r} is not a key of weights.models "
+                          f"(known: {sorted(models)})")
+        if sys_["kind"] == "external" and not sys_.get("dir"):
+            errors.append(f"{key}.dir: an external system needs the folder of its clips")
     return errors
 
 

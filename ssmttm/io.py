@@ -193,3 +193,15 @@ def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> None:
     os.replace(staging, final)
     if old.exists():
         shutil.rmtree(old)
+
+
+def dataclass_from_dict(cls, d: dict):
+    """``cls(**d)`` for a dataclass read back from JSON, refusing keys ``cls`` does not have (a config
+    written by other code, or by a newer version, is an error naming the keys, not silently dropped)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}.from_dict: unknown keys {unknown}")
+    return cls(**d)

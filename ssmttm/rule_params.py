@@ -118,6 +118,14 @@ def generate_settings(config: dict) -> Callable:
                                            config["experiments"][wildcards.exp], config["generate"])
 
 
+def musicgen_settings(config: dict) -> Callable:
+    """params function of the ``generate_musicgen`` rule (wildcards: system): the generate section (our
+    systems' length, CFG scale and sampling) with the system's own keys over it."""
+    from ssmttm.generate.options import MusicgenSettings
+
+    return lambda wildcards: settings_json(MusicgenSettings, config["generate"], config["systems"][wildcards.system])
+
+
 def generate_refiner_settings(config: dict) -> Callable:
     """params function of the ``generate`` rule: its experiment's refiner backend and sampler ("{}" when
     single-stage: the flags are then unused)."""
@@ -218,14 +226,15 @@ def pipeline_check(config: dict) -> Callable:
 
 def evaluate_settings(config: dict) -> Callable:
     """params function of the ``evaluate_*`` rules (wildcards: metric): the ``evaluation`` settings; the truth
-    table only for the metric that reads it, so a new truth table reruns only the attribute jobs."""
+    table and the KL epsilon only for the metrics that read them, so changing either reruns only those jobs."""
     from ssmttm.eval.metrics import METRICS
     from ssmttm.eval.options import EvaluateSettings
 
     ev = config["evaluation"]
+    only = {"truth": "attributes", "kl_epsilon": "kl"}  # key -> the metric kind that reads it
 
     def params(wildcards) -> str:
-        reads_truth = METRICS[wildcards.metric].kind == "attributes"
-        return settings_json(EvaluateSettings, {k: v for k, v in ev.items() if k != "truth" or reads_truth})
+        kind = METRICS[wildcards.metric].kind
+        return settings_json(EvaluateSettings, {k: v for k, v in ev.items() if only.get(k, kind) == kind})
 
     return params

@@ -29,6 +29,21 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module")
+def receipts(tmp_path_factory):
+    """Weights receipts (dac, t5) of a tiny DAC and a tiny T5, fetched through the real weights stage."""
+    from ssmttm import weights
+    from ssmttm.codec.dac import build_tiny_dac
+    from ssmttm.text.encoder import build_tiny_t5
+
+    root = tmp_path_factory.mktemp("weights")
+    dac = build_tiny_dac(root / "src" / "dac_tiny.pth", seed=0)
+    t5 = build_tiny_t5(root / "src" / "t5_tiny", seed=0)
+    weights.fetch("dac_tiny", str(dac), root / "weights", licence="MIT")
+    weights.fetch("t5_tiny", str(t5), root / "weights", licence="Apache-2.0")
+    return root / "weights" / "dac_tiny.json", root / "weights" / "t5_tiny.json"
+
+
 def assert_settings_cover_their_sections(cls, not_settings: set[str]) -> None:
     """A stage's settings dataclass holds exactly the keys of its config section(s) minus ``not_settings``
     (keys read elsewhere), and keeps no default of its own: a key cannot be added in one place only."""

@@ -105,6 +105,21 @@ def _licences(out):
     return ok, errors
 
 
+def test_caption_oracle_clips_are_named_by_prompt_id_and_follow_their_caption(demo):
+    """The demo's external system: one 5 s rendering per Song Describer caption of a demo track, named
+    sdd_<caption_id> (the prompt set's ids), at its track's tempo."""
+    out, summary = demo
+    truth = {int(r["track_id"][6:]): r for r in _truth(out)}
+    with open(out / "metadata/song_describer.csv", encoding="utf-8", newline="") as f:
+        sdd = [r for r in csv.DictReader(f) if int(r["track_id"]) in truth]
+    folder = out / corpus.ORACLE_DIR
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"sdd_{r['caption_id']}.flac" for r in sdd)
+    for r in sdd:
+        x, sr = _decode((folder / f"sdd_{r['caption_id']}.flac").read_bytes())
+        assert sr == 44100 and x.shape == (2, int(corpus.ORACLE_SECONDS * sr)) and np.abs(x).max() > 0.01
+        assert f"{corpus.ORACLE_DIR}/sdd_{r['caption_id']}.flac" in summary["files"]
+
+
 def _decode(data: bytes):
     x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return x.T, sr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 
 import pytest
 
@@ -30,18 +32,108 @@ rule demo_mirror:
 """
 
 
+# What the val_loss rule writes (ssmttm.report.valloss.final_summary) for two experiments x 3 seeds with known
+# values: simba 5.0/5.1/5.2 (mean 5.1, sd 0.1), transformer 5.3/5.5/5.7 (mean 5.5, sd 0.2).
+T2 = 4.302652729749464  # t(0.975, 2)
+H_A, H_B = T2 * 0.1 / math.sqrt(3), T2 * 0.2 / math.sqrt(3)  # 0.2484, 0.4968
+H_D = 0.4155  # Welch: t(0.975, 50/17) x sqrt(0.01/3 + 0.04/3), rounded
+VAL_LOSS = {
+    "level": 0.95, "statistic": "mean ± 95 % Student t-interval over seeds", "difference": "Welch",
+    "studies": {
+        "curves": {
+            "title": "Prefix SiMBA vs Cross Transformer", "step": 200,
+            "experiments": [
+                {"experiment": "simba_k1", "variant": "prefix-simba", "step": 200, "n_seeds": 3, "seeds": [0, 1, 2],
+                 "mean": 5.1, "sd": 0.1, "half_width": H_A, "ci_low": 5.1 - H_A, "ci_high": 5.1 + H_A,
+                 "flops_6nd": 6.8e10},
+                {"experiment": "transformer_k1", "variant": "cross-transformer", "step": 200, "n_seeds": 3,
+                 "seeds": [0, 1, 2], "mean": 5.5, "sd": 0.2, "half_width": H_B, "ci_low": 5.5 - H_B,
+                 "ci_high": 5.5 + H_B, "flops_6nd": 6.96e10},
+            ],
+            "differences": [{"a": "simba_k1", "b": "transformer_k1", "diff": -0.4, "ci_low": -0.4 - H_D,
+                             "ci_high": -0.4 + H_D, "df": 50 / 17}],
+        },
+        "stages": {
+            "title": "Two-stage vs single-stage", "step": 200,
+            "experiments": [
+                {"experiment": "simba_k4", "variant": "prefix-simba", "step": 200, "n_seeds": 1, "seeds": [0],
+                 "mean": 6.3227, "sd": None, "half_width": None, "ci_low": None, "ci_high": None, "flops_6nd": None},
+            ],
+            "differences": [],
+        },
+    },
+}
+CURVES_LINE = ("- Validation loss at step 200 (held-out cross-entropy, no label smoothing): prefix-simba (simba_k1) "
+               "5.10 ± 0.25 vs cross-transformer (transformer_k1) 5.50 ± 0.50 (mean ± 95 % t-interval over 3 seeds); "
+               "difference −0.40, 95 % Welch CI [−0.82, 0.02], includes 0. "
+               "Figure: `results/plots/val_loss/curves.png`.")
+
+
+def _tables(tmp_path, variants=VARIANTS_MD, val_loss=VAL_LOSS):
+    (tmp_path / "variants.md").write_text(variants, encoding="utf-8")
+    if val_loss is not None:
+        (tmp_path / docs.VAL_LOSS_FILE).write_text(json.dumps(val_loss), encoding="utf-8")
+    return tmp_path
+
+
 def test_summary_keeps_the_named_columns_in_order(tmp_path):
-    (tmp_path / "variants.md").write_text(VARIANTS_MD, encoding="utf-8")
-    block = docs.readme_block(tmp_path, None)
+    block = docs.readme_block(_tables(tmp_path), None)
     lines = docs.table_lines(block)
     assert lines[0] == "| " + " | ".join(docs.SUMMARY_COLUMNS) + " |"
     assert lines[1] == "|---|---|---:|---:|---:|---:|"
     assert lines[3] == "| simba_k1 | prefix-simba | 443 ± 1 | 0.417 ± 0.289 | 0 ± 0 | 0 ± 0 |"
-    assert len(lines) == 4  # the published row has none of these metrics
+    assert len(lines) == 5  # the published row has none of these metrics; then the validation-loss line
+
+
+def test_readme_states_the_ssm_vs_transformer_validation_loss_with_its_intervals(tmp_path):
+    """The README line: each system's mean ± 95 % t half width, the difference and its Welch interval, from
+    the summary the pipeline wrote; it is a bullet line, so the staleness tests compare it."""
+    lines = docs.table_lines(docs.readme_block(_tables(tmp_path), None))
+    assert lines[-1] == CURVES_LINE
+    # the other sign reads the same way, and an interval that excludes 0 says so
+    flipped = json.loads(json.dumps(VAL_LOSS))
+    d = flipped["studies"]["curves"]["differences"][0]
+    d.update(diff=0.4, ci_low=0.1, ci_high=0.7)
+    line = docs.table_lines(docs.readme_block(_tables(tmp_path, val_loss=flipped), None))[-1]
+    assert "difference 0.40, 95 % Welch CI [0.10, 0.70], excludes 0." in line
+
+
+def test_readme_needs_the_validation_loss_summary(tmp_path):
+    with pytest.raises(docs.DocsError, match="val_loss.json: missing"):
+        docs.readme_block(_tables(tmp_path, val_loss=None), None)
+    empty = {"studies": {"curves": {"title": "", "step": None, "experiments": [], "differences": []}}}
+    with pytest.raises(docs.DocsError, match="no validation loss for study 'curves'"):
+        docs.readme_block(_tables(tmp_path, val_loss=empty), None)
+
+
+def test_results_page_lists_every_studys_validation_loss():
+    section = docs.val_loss_section(VAL_LOSS)
+    lines = docs.table_lines(section)
+    assert lines[0] == "#### Validation loss over seeds (mean ± 95 % t-interval)"
+    assert lines[3] == "| curves | simba_k1 | prefix-simba | 200 | 6.80e+10 | 3 | 5.10 ± 0.25 | [4.85, 5.35] |"
+    assert lines[4] == (
+        "| curves | transformer_k1 | cross-transformer | 200 | 6.96e+10 | 3 | 5.50 ± 0.50 | [5.00, 6.00] |")
+    assert lines[5] == "| stages | simba_k4 | prefix-simba | 200 |  | 1 | 6.32 (1 seed, no interval) |  |"
+    assert lines[6] == "- curves, simba_k1 − transformer_k1: −0.40, 95 % Welch CI [−0.82, 0.02], includes 0."
+    assert "t(0.975, n − 1)·sd/√n" in lines[7] and "Welch" in lines[7]
+
+
+def test_results_block_ends_with_the_validation_loss(tmp_path):
+    block = docs.results_block(_tables(tmp_path), None, ("variants",))
+    assert block.index("#### Variant comparison") < block.index("#### Validation loss over seeds")
+    assert docs.table_lines(block)[-2] == (
+        "- curves, simba_k1 − transformer_k1: −0.40, 95 % Welch CI [−0.82, 0.02], includes 0.")
+
+
+def test_number_format_follows_the_interval():
+    assert docs.mean_ci({"mean": 5.123456, "half_width": 0.0312, "n_seeds": 3}) == "5.123 ± 0.031"
+    assert docs.mean_ci({"mean": 5.1, "half_width": 1.3, "n_seeds": 3}) == "5.10 ± 1.30"
+    assert docs.difference({"diff": -0.0004, "ci_low": -0.0010, "ci_high": 0.0002}) == (
+        "−0.0004, 95 % Welch CI [−0.0010, 0.0002], includes 0")
 
 
 def test_a_missing_column_is_named(tmp_path):
-    (tmp_path / "variants.md").write_text(VARIANTS_MD.replace("drums acc. ↑", "drums ↑"), encoding="utf-8")
+    _tables(tmp_path, variants=VARIANTS_MD.replace("drums acc. ↑", "drums ↑"))
     with pytest.raises(docs.DocsError, match="drums acc"):
         docs.readme_block(tmp_path, None)
 

@@ -13,7 +13,7 @@ from ssmttm import config, rule_params, settings
 from ssmttm.eval.options import EvaluateSettings, ReferenceSettings, ResynthSettings
 from ssmttm.report.options import ClaimsSettings, LossCurvesSettings, ReportPagesSettings, TablesSettings
 
-EVALUATION_KEYS = {"metrics", "models", "reference", "truth", "resynth_kappas", "bootstrap", "seed", "device",
+EVALUATION_KEYS = {"metrics", "models", "reference", "truth", "resynth_kappas", "bootstrap", "seed", "kl_epsilon", "device",
                    "report_clips", "claims_experiment"}
 # settings class -> the keys of its schema nodes that are not its settings, and why
 NOT_SETTINGS = {
@@ -37,11 +37,12 @@ def test_every_key_of_a_stage_section_is_a_setting_or_named_as_not_one(cls):
 
 def test_tables_take_the_studies_section_and_claims_the_recipe_keys_of_d_and_n():
     """tables: the whole ``studies`` section (a top-level key); claims: the recipe keys that give the
-    configured positions D (steps, batch, accumulation, frames + kappa) and parameters N (preset, variant)."""
+    configured positions D (steps, batch, accumulation, frames + kappa) and the model of N and the counted
+    forward (preset, variant, kappa, model overrides)."""
     assert {f.name for f in settings.setting_fields(TablesSettings)} == {"studies"}
     assert settings.key_schemas(TablesSettings.SCHEMA_NODES)["studies"][0] == "studies"
     claims = {f.name for f in settings.setting_fields(ClaimsSettings)}
-    assert claims == {"variant", "preset", "kappa", "steps", "batch_size", "grad_accum", "max_frames"}
+    assert claims == {"variant", "preset", "kappa", "model", "steps", "batch_size", "grad_accum", "max_frames"}
     assert claims <= set(settings.key_schemas(ClaimsSettings.SCHEMA_NODES))
 
 
@@ -74,13 +75,16 @@ def test_rule_settings_are_the_resolved_sections(demo):
         "smooth": settings.defaults(("plots",))["smooth"]}
 
 
-def test_evaluate_settings_carry_the_truth_table_only_to_the_attribute_jobs(demo):
+def test_evaluate_settings_carry_the_truth_table_and_kl_epsilon_only_to_their_jobs(demo):
     params = rule_params.evaluate_settings(demo)
     attr = json.loads(params(SimpleNamespace(metric="attributes")))
+    kl = json.loads(params(SimpleNamespace(metric="kl_passt")))
     other = json.loads(params(SimpleNamespace(metric="fd_logmel")))
-    assert attr["truth"] == demo["evaluation"]["truth"] and "truth" not in other
+    assert attr["truth"] == demo["evaluation"]["truth"] and "truth" not in other and "truth" not in kl
+    assert kl["kl_epsilon"] == demo["evaluation"]["kl_epsilon"] == 1e-6 and "kl_epsilon" not in other
     assert {k: v for k, v in attr.items() if k != "truth"} == other == {
         k: demo["evaluation"][k] for k in ("bootstrap", "seed", "device")}
+    assert {k: v for k, v in kl.items() if k != "kl_epsilon"} == other
     assert settings.resolve(EvaluateSettings, other).truth is None
 
 

@@ -123,6 +123,22 @@ def test_kl_properties():
     assert stats.kl_per_pair(p, q) == pytest.approx(0.8 * math.log(2.0) + 0.2 * math.log(0.2 / 0.6), rel=1e-12)
     # Extreme logits stay finite (stable log-softmax).
     assert math.isfinite(stats.kl_per_pair([1000.0, -1000.0], [-1000.0, 1000.0]))
+
+
+def test_kl_with_epsilon_equals_a_transcription_of_audiocrafts_formula():
+    """audiocraft/metrics/kld.py: kl_divergence(pred, target, 1e-6) = kl_div((pred + 1e-6).log(), target)
+    summed over classes, pred = softmax of the generated clip's logits, target = the reference's."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    for scale in (1.0, 4.0, 12.0):  # PaSST-like logits: a few confident classes at large scale
+        ref, gen = rng.standard_normal((2, 527)) * scale
+        pred, target = torch.softmax(torch.tensor(gen), -1), torch.softmax(torch.tensor(ref), -1)
+        want = float(torch.nn.functional.kl_div((pred + 1e-6).log(), target, reduction="none").sum(-1))
+        assert stats.kl_per_pair(ref, gen, 1e-6) == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert stats.kl_per_pair(ref, gen, 1e-6) <= stats.kl_per_pair(ref, gen) + 1e-12  # eps caps the penalty
+    with pytest.raises(ValueError, match="epsilon"):
+        stats.kl_per_pair(ref, gen, -1.0)
     with pytest.raises(ValueError, match="length"):
         stats.kl_per_pair(np.zeros(3), np.zeros(4))
 

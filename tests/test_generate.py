@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from ssmttm import io, weights
+from ssmttm import io
 from ssmttm.constants import CODEBOOK_SIZE, SPECIAL_TOKEN
 from ssmttm.generate import generate as gen
 from ssmttm.generate import prompts as pr
@@ -28,6 +28,11 @@ def _save_tiny(path, variant="prefix-simba", kappa=2, seed=0, meta=None):
     return save_model(path, lm, meta if meta is not None else {"step": 7, "variant": variant})
 
 
+def _seeds(seed, n):
+    """Per-row seeds of prompts p0..p{n-1} (ssmttm.rng: one generator per prompt and sample)."""
+    return smp.prompt_seeds(seed, [f"p{i}" for i in range(n)])
+
+
 def _states(n=2, seed=0):
     rng = np.random.default_rng(seed)
     cond = [rng.standard_normal((L, TEXT_DIM)).astype(np.float32) for L in (5, 3, 7)[:n]]
@@ -41,7 +46,7 @@ def test_top_k_keeps_exactly_k():
     f = smp.top_k_filter(logits, 7)
     assert (torch.isfinite(f).sum(-1) == 7).all()
     top = torch.topk(logits, 7, dim=-1).indices
-    gens = smp.make_generators(1, 3)
+    gens = smp.make_generators([1] * 3)
     seen = torch.stack([smp.sample(logits, 5.0, 7, gens) for _ in range(300)])  # [300, 3, 2]
     for r in range(3):
         for k in range(2):
@@ -54,12 +59,12 @@ def test_top_k_keeps_exactly_k():
 def test_temperature_to_zero_is_argmax_and_sampling_matches_probabilities():
     torch.manual_seed(1)
     logits = torch.randn(4, 3, 1024)
-    assert torch.equal(smp.sample(logits, 1e-6, 0, smp.make_generators(0, 4)), logits.argmax(-1))
+    assert torch.equal(smp.sample(logits, 1e-6, 0, smp.make_generators([0] * 4)), logits.argmax(-1))
     assert torch.equal(smp.sample(logits, 0.0, 250), logits.argmax(-1))
     assert torch.equal(smp.sample(logits, 1.2, 1), logits.argmax(-1))
     # empirical frequencies follow softmax(logits / T) over 3 candidates
     lg = torch.tensor([[2.0, 1.0, 0.0] + [-1e9] * 5])
-    draws = torch.stack([smp.sample(lg, 1.0, 0, smp.make_generators(s, 1)) for s in range(4000)]).flatten()
+    draws = torch.stack([smp.sample(lg, 1.0, 0, smp.make_generators([s] * 1)) for s in range(4000)]).flatten()
     freq = torch.bincount(draws, minlength=3)[:3].float() / 4000
     assert torch.allclose(freq, torch.softmax(lg[0, :3], 0), atol=0.03)
 
@@ -75,13 +80,42 @@ def test_cfg_combine_formula():
 
 def test_seeded_determinism_per_row():
     logits = torch.randn(2, 4, 1024)
-    a = smp.sample(logits, 1.2, 250, smp.make_generators(3, 2))
-    b = smp.sample(logits, 1.2, 250, smp.make_generators(3, 2))
-    c = smp.sample(logits, 1.2, 250, smp.make_generators(4, 2))
+    a = smp.sample(logits, 1.2, 250, smp.make_generators([3] * 2))
+    b = smp.sample(logits, 1.2, 250, smp.make_generators([3] * 2))
+    c = smp.sample(logits, 1.2, 250, smp.make_generators([4] * 2))
     assert torch.equal(a, b) and not torch.equal(a, c)
     # a row's draw does not depend on the other rows of its batch
-    solo = smp.sample(logits[1:], 1.2, 250, smp.make_generators(3, 1))
+    solo = smp.sample(logits[1:], 1.2, 250, smp.make_generators([3] * 1))
     assert torch.equal(solo[0], a[1])
+
+
+def test_seeds_are_per_prompt_and_sample_and_stream():
+    from ssmttm import rng
+
+    a = rng.prompt_seeds(0, ["p0", "p1", "p2"])
+    assert len(set(a)) == 3  # different prompts, different seeds
+    assert a == rng.prompt_seeds(0, ["p0", "p1", "p2"]) and a[1:] == rng.prompt_seeds(0, ["p1", "p2"])
+    assert a != rng.prompt_seeds(1, ["p0", "p1", "p2"])
+    assert rng.sample_seed(0, "p0", 1) != a[0] and rng.sample_seed(0, "p0", 0, "refiner") != a[0]
+    assert all(0 <= x < 2**63 for x in a)
+    with pytest.raises(TypeError, match="one seed per row"):
+        rng.make_generators(3)
+
+
+def test_different_prompts_get_different_noise_even_when_the_text_is_ignored(tmp_path):
+    """With the same text states for every row (a model that ignores its prompt), per-prompt
+    generators still give each prompt its own sample; one seed shared by all rows (the old scheme)
+    gives n copies of one sample."""
+    _save_tiny(tmp_path / "ck", "prefix-simba", kappa=2)
+    lm, _ = load_model(tmp_path / "ck", "cpu")
+    cond, unc = _states(1)
+    same = cond * 4
+    cfg = smp.SamplingConfig(3.0, 1.2, 250)
+    codes = gen.revert_codes(gen.generate_cached(lm, same, unc, 12, cfg, _seeds(0, 4)))
+    rows = {tuple(c.flatten().tolist()) for c in codes}
+    assert len(rows) == 4
+    shared = gen.revert_codes(gen.generate_cached(lm, same, unc, 12, cfg, [7] * 4))
+    assert len({tuple(c.flatten().tolist()) for c in shared}) == 1
 
 
 def test_sampling_config_validation():
@@ -100,7 +134,7 @@ def test_generation_every_variant(tmp_path, variant):
     lm, _ = load_model(tmp_path / "ck", "cpu", kappa=kappa)
     cond, unc = _states(2)
     cfg = smp.SamplingConfig(3.0, 1.2, 250)
-    seq = gen.generate_cached(lm, cond, unc, n, cfg, seed=0)
+    seq = gen.generate_cached(lm, cond, unc, n, cfg, _seeds(0, len(cond)))
     assert seq.shape == (2, kappa, n + kappa)
     assert (seq[:, :, 0] == SPECIAL_TOKEN).all()  # BOS column
     from ssmttm import pattern
@@ -110,8 +144,8 @@ def test_generation_every_variant(tmp_path, variant):
     codes = gen.revert_codes(seq)
     assert codes.shape == (2, kappa, n)
     assert int(codes.min()) >= 0 and int(codes.max()) < CODEBOOK_SIZE
-    assert torch.equal(codes, gen.revert_codes(gen.generate_cached(lm, cond, unc, n, cfg, seed=0)))
-    assert not torch.equal(codes, gen.revert_codes(gen.generate_cached(lm, cond, unc, n, cfg, seed=1)))
+    assert torch.equal(codes, gen.revert_codes(gen.generate_cached(lm, cond, unc, n, cfg, _seeds(0, len(cond)))))
+    assert not torch.equal(codes, gen.revert_codes(gen.generate_cached(lm, cond, unc, n, cfg, _seeds(1, len(cond)))))
 
 
 @pytest.mark.parametrize("variant", ["prefix-simba", "cross-transformer"])
@@ -120,12 +154,13 @@ def test_cached_equals_naive_full_recompute(tmp_path, variant):
     lm, _ = load_model(tmp_path / "ck", "cpu")
     cond, unc = _states(3)
     greedy = smp.SamplingConfig(cfg_scale=3.0, temperature=0.0, top_k=1)
-    a = gen.generate_cached(lm, cond, unc, 16, greedy, seed=0)
-    b = gen.generate_naive(lm, cond, unc, 16, greedy, seed=0)
+    a = gen.generate_cached(lm, cond, unc, 16, greedy, _seeds(0, len(cond)))
+    b = gen.generate_naive(lm, cond, unc, 16, greedy, _seeds(0, len(cond)))
     assert torch.equal(a, b)
     # and with the paper's sampling: same seed, same per-row noise -> same tokens
     cfg = smp.SamplingConfig(3.0, 1.2, 250)
-    assert torch.equal(gen.generate_cached(lm, cond, unc, 12, cfg, 5), gen.generate_naive(lm, cond, unc, 12, cfg, 5))
+    assert torch.equal(gen.generate_cached(lm, cond, unc, 12, cfg, _seeds(5, 3)),
+                       gen.generate_naive(lm, cond, unc, 12, cfg, _seeds(5, 3)))
 
 
 def test_cfg_one_lm_call_per_step_with_2b_rows(tmp_path, monkeypatch):
@@ -138,7 +173,7 @@ def test_cfg_one_lm_call_per_step_with_2b_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(lm, "forward", lambda *a, **k: pytest.fail("full forward during cached decoding"))
     cond, unc = _states(3)
     n, kappa = 9, 2
-    gen.generate_cached(lm, cond, unc, n, smp.SamplingConfig(3.0, 1.2, 250), seed=0)
+    gen.generate_cached(lm, cond, unc, n, smp.SamplingConfig(3.0, 1.2, 250), _seeds(0, len(cond)))
     assert calls[0] == ("prefill", 6)
     assert calls[1:] == [("step", 6)] * (n + kappa - 1)
 
@@ -149,7 +184,7 @@ def test_oov_tokens_fail_clearly(tmp_path, monkeypatch):
     cond, unc = _states(1)
     monkeypatch.setattr(smp, "sample", lambda logits, *a, **k: torch.full(logits.shape[:-1], 1030))
     with pytest.raises(gen.GenerationError, match="out-of-vocabulary token id 1030"):
-        gen.generate_cached(lm, cond, unc, 5, smp.SamplingConfig(3.0, 1.2, 250), seed=0)
+        gen.generate_cached(lm, cond, unc, 5, smp.SamplingConfig(3.0, 1.2, 250), _seeds(0, len(cond)))
     bad = torch.zeros(1, 2, 5, dtype=torch.long)
     bad[0, 1, 3] = SPECIAL_TOKEN
     with pytest.raises(gen.GenerationError, match="out-of-vocabulary token id 1024"):
@@ -193,19 +228,6 @@ def test_prompt_sets(tmp_path):
 
 
 # --- the stage end to end ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def receipts(tmp_path_factory):
-    from ssmttm.codec.dac import build_tiny_dac
-    from ssmttm.text.encoder import build_tiny_t5
-
-    root = tmp_path_factory.mktemp("weights")
-    dac = build_tiny_dac(root / "src" / "dac_tiny.pth", seed=0)
-    t5 = build_tiny_t5(root / "src" / "t5_tiny", seed=0)
-    weights.fetch("dac_tiny", str(dac), root / "weights", licence="MIT")
-    weights.fetch("t5_tiny", str(t5), root / "weights", licence="Apache-2.0")
-    return root / "weights" / "dac_tiny.json", root / "weights" / "t5_tiny.json"
-
-
 def _argv(ck, receipts, out, *extra):
     dac, t5 = receipts
     return ["--checkpoint", str(ck), "--codec", "dac", "--codec-weights", str(dac), "--text-encoder", str(t5),
@@ -239,6 +261,22 @@ def test_stage_end_to_end(tmp_path, receipts):
     assert gen.main(_argv(ck, receipts, out2, "--prompt", "a calm piano piece", "--prompt",
                           "an energetic rock track", "--seed", "3", "--batch-size", "2")) == 0
     assert np.allclose(sf.read(str(out2 / "p000.wav"))[0], a, atol=1e-4)
+
+
+def test_a_prompts_output_does_not_depend_on_its_batch_neighbours(tmp_path, receipts):
+    ck = _save_tiny(tmp_path / "ck", kappa=2)
+    g = gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu")
+    cfg = smp.SamplingConfig(3.0, 1.2, 250)
+    g.run([("rock", "an energetic rock track")], tmp_path / "alone", 20, cfg, seed=3)
+    g.run([("jazz", "a smooth jazz trio"), ("rock", "an energetic rock track"), ("x", "noise")], tmp_path / "batch",
+          20, cfg, seed=3, batch_size=3)
+    alone, batched = sf.read(str(tmp_path / "alone" / "rock.wav"))[0], sf.read(str(tmp_path / "batch" / "rock.wav"))[0]
+    assert np.allclose(alone, batched, atol=1e-4)
+    side = io.read_json(tmp_path / "batch" / "rock.json")
+    assert side["lm_seed"] == smp.prompt_seeds(3, ["rock"])[0] and side["sample"] == 0
+    # the same prompt text under another id is another sample
+    g.run([("rock2", "an energetic rock track")], tmp_path / "other", 20, cfg, seed=3)
+    assert not np.allclose(sf.read(str(tmp_path / "other" / "rock2.wav"))[0], alone, atol=1e-4)
 
 
 def test_stage_errors(tmp_path, receipts, capsys):

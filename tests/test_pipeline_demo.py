@@ -198,7 +198,7 @@ def scheduled_jobs(output: str) -> list[tuple[str, str]]:
     return jobs
 
 
-AGGREGATES = {"tables", "report_pages", "loss_curves", "all", "evaluate_all", "train_all", "generate_all"}
+AGGREGATES = {"tables", "report_pages", "loss_curves", "val_loss", "all", "evaluate_all", "train_all", "generate_all"}
 
 
 def test_evaluation_tables_cover_every_system(demo):

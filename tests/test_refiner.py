@@ -13,7 +13,7 @@ from ssmttm import io, weights
 from ssmttm.codec.dac import build_tiny_dac
 from ssmttm.codec.dac import load as load_dac
 from ssmttm.generate import generate as gen
-from ssmttm.generate.sampling import make_generators
+from ssmttm.generate.sampling import make_generators, prompt_seeds
 from ssmttm.refiner import RefinerError, load_refiner
 from ssmttm.refiner import diffusion as D
 from ssmttm.refiner.config import RefinerConfig, refiner_from_preset
@@ -156,7 +156,7 @@ def test_samplers_recover_the_target_of_a_perfect_model(sampler):
     cond = torch.zeros(2, 1, 12, dtype=torch.long)
     for steps in (1, 5, 25):
         out = D.sample(_Oracle(x0, cfg), cond, text, mask, text, mask, D.SamplerConfig(steps, 3.0, sampler),
-                       make_generators(0, 2))
+                       make_generators([0, 0]))
         assert torch.allclose(out, x0, atol=1e-4), (sampler, steps)
 
 
@@ -199,14 +199,20 @@ def test_sampling_is_seeded_batch_independent_and_guided(codec):
     umask[:, 0] = True
     cfg = D.SamplerConfig(steps=8)
 
+    ids = ["a", "b", "c"]
+
     def run(seed, rows=slice(None), c=cfg):
         return D.sample(net, cond[rows], text[rows], mask[rows], utext[rows], umask[rows], c,
-                        make_generators(seed, cond[rows].shape[0]))
+                        make_generators(prompt_seeds(seed, ids[rows], "refiner")))
 
     a = run(7)
     assert torch.equal(a, run(7))  # a fixed seed reproduces exactly
     assert not torch.allclose(a, run(8))
     assert torch.allclose(run(7, slice(1, 2)), a[1:2], atol=1e-5)  # a row does not depend on its batch
+    # different prompts draw different noise: the same inputs in every row still give distinct rows
+    same = D.sample(net, cond[:1].repeat(3, 1, 1), text[:1].repeat(3, 1, 1), mask[:1].repeat(3, 1), utext, umask, cfg,
+                    make_generators(prompt_seeds(7, ids, "refiner")))
+    assert not torch.allclose(same[0], same[1]) and not torch.allclose(same[1], same[2])
     ddim = D.SamplerConfig(steps=8, sampler="ddim")
     assert not torch.allclose(run(7, c=ddim), a)
     assert not torch.allclose(run(7, c=D.SamplerConfig(steps=8, cfg_scale=1.0)), a)  # guidance acts
@@ -403,9 +409,9 @@ def test_discodiff_backend_plumbing(tmp_path, two_stage, dac_file, capsys, monke
     r = load_refiner("discodiff", folder)
     cond = torch.randint(0, 1024, (2, 1, 16), generator=torch.Generator().manual_seed(0))
     sc = D.SamplerConfig(steps=5)
-    out = r.refine(cond, [], None, ["piano", "drums"], sc, seed=1)
+    out = r.refine(cond, [], None, ["piano", "drums"], sc, prompt_seeds(1, ["p0", "p1"], "refiner"))
     assert out.shape == (2, K, 16) and torch.equal(out[:, :1], cond) and int(out.max()) < 1024
-    assert torch.equal(out, r.refine(cond, [], None, ["piano", "drums"], sc, seed=1))
+    assert torch.equal(out, r.refine(cond, [], None, ["piano", "drums"], sc, prompt_seeds(1, ["p0", "p1"], "refiner")))
     r.check_codec(load_dac(dac_file, "cpu"))
     with pytest.raises(RefinerError, match="not the codebook tables"):
         r.check_codec(load_dac(build_tiny_dac(tmp_path / "o.pth", seed=1), "cpu"))

@@ -19,8 +19,9 @@ NOT_SETTINGS = {
     TokenizeSettings: {"weights", "ceiling"},  # receipt input; the ceiling sub-section is CeilingSettings'
     CeilingSettings: {"weights", "batch_size", "ceiling"},
     # threads: Snakemake's; seeds: one job per seed (--seed); generate_at, refiner: generation's; enabled: DAG's;
-    # train: the per-experiment overrides, merged into the recipe by the rule
-    TrainConfig: {"threads", "seeds", "generate_at", "refiner", "enabled", "train"},
+    # train: the per-experiment overrides, merged into the recipe by the rule; import: the import_checkpoint
+    # rule's (such an experiment is not trained)
+    TrainConfig: {"threads", "seeds", "generate_at", "refiner", "enabled", "train", "import"},
     RefinerTrainConfig: {"threads", "enabled", "backend", "checkpoint", "sampler", "train"},
 }
 

@@ -318,6 +318,34 @@ def _song_describer(tracks: list[Track], rng: np.random.Generator) -> str:
     return buf.getvalue()
 
 
+# The demo's "external model" (config systems, kind external): for every Song Describer caption of a
+# demo track, a new rendering of what the caption describes (same genre, tempo, key, mode, drums and
+# instruments; another seed, so other notes), named by the prompt id the prompt set gives that caption.
+# Scored like any other system, it shows what a model that follows every caption would reach.
+ORACLE_DIR = "external/caption_oracle"
+ORACLE_SECONDS = 5.0
+ORACLE_SEED_OFFSET = 7919
+
+
+def caption_oracle(tracks: list[Track], song_describer_csv: str) -> dict[str, bytes]:
+    """relative path -> FLAC bytes (44.1 kHz stereo, ``ORACLE_SECONDS``) of each demo caption's rendering."""
+    import dataclasses
+
+    import soundfile as sf
+
+    by_num = {t.num: t for t in tracks}
+    out = {}
+    for row in csv.DictReader(_io.StringIO(song_describer_csv)):
+        t = by_num.get(int(row["track_id"]))
+        if t is None:
+            continue
+        spec = dataclasses.replace(t.spec, seed=t.spec.seed + ORACLE_SEED_OFFSET, seconds=ORACLE_SECONDS)
+        buf = _io.BytesIO()
+        sf.write(buf, np.ascontiguousarray(synth.render(spec).T), SAMPLE_RATE, format="FLAC")
+        out[f"{ORACLE_DIR}/sdd_{row['caption_id']}.flac"] = buf.getvalue()
+    return out
+
+
 def _truth_row(t: Track) -> list[str]:
     s = t.spec
     seconds = 0.0 if t.defect == "corrupt" else s.seconds
@@ -381,7 +409,10 @@ def build(out_dir: Path, n_tracks: int = 64, n_shards: int = 5, missing_shards: 
     put(md + "audio_licenses.txt", "".join(_licence_record(t) for t in by_path if "licence_absent" not in t.planted))
     put(md + "raw_30s_audio_sha256_tars.txt", "".join(x + "\n" for x in tar_lines))
     put(md + "raw_30s_audio_sha256_tracks.txt", "".join(x + "\n" for x in track_lines))
-    put(md + "song_describer.csv", _song_describer(tracks, np.random.default_rng([seed, 7])))
+    sdd = _song_describer(tracks, np.random.default_rng([seed, 7]))
+    put(md + "song_describer.csv", sdd)
+    for rel, blob in caption_oracle(tracks, sdd).items():
+        put(rel, blob)
     put(md + "demo_truth.tsv", "\t".join(TRUTH_COLUMNS) + "\n"
         + "".join("\t".join(_truth_row(t)) + "\n" for t in by_num))
     licences = {c: sum(1 for t in tracks if _truth_row(t)[12].startswith(c + "/")) for c in CC_CODES}

@@ -21,6 +21,8 @@ TINY_WEIGHTS = {
     "qwen2_audio_tiny": ("weights/qwen2_audio_tiny", "ssmttm.data.captions:build_tiny_qwen2_audio"),
     "dac_tiny": ("weights/dac_tiny.pth", "ssmttm.codec.dac:build_tiny_dac"),
     "t5_tiny": ("weights/t5_tiny", "ssmttm.text.encoder:build_tiny_t5"),
+    # the MusicGen baseline (generate-musicgen): transformers' MusicGen classes at toy sizes
+    "musicgen_tiny": ("weights/musicgen_tiny", "ssmttm.generate.musicgen:build_tiny_musicgen"),
     # metric models (evaluation): random init, so the demo marks their rows "pipeline check"
     "vggish_tiny": ("weights/vggish_tiny.pth", "ssmttm.eval.embedders.vggish:build_tiny_vggish"),
     "passt_tiny": ("weights/passt_tiny.pt", "ssmttm.eval.embedders.passt:build_tiny_passt"),

@@ -6,7 +6,9 @@ the same reference clips again and again. The cache key is the sha256 of
 - the audio file's bytes (so a regenerated clip with the same name is a miss),
 - the embedder's checkpoint sha256 and its full :meth:`Embedder.protocol` (model, checkpoint file,
   sample rate, window, hop), and
-- :data:`PREPROCESS` (how audio reaches the model: downmix + resampler), and the cache format version,
+- :data:`PREPROCESS` (how audio reaches the model: downmix + resampler), the cache format version,
+  and the protocol duration ``max_seconds`` (every clip is cut to the reference clips' duration before
+  it is embedded, so a 10.008 s generated clip and a 10.000 s reference get the same windows),
 
 stored as ``<cache_dir>/<embedder.name>/<key[:2]>/<key>.npy`` (plain ``np.save``; read back with
 ``allow_pickle=False``), written atomically so a killed job never leaves a half file behind.
@@ -33,10 +35,11 @@ CACHE_VERSION = 1
 PREPROCESS = "mono=mean;resample=soxr-HQ;dtype=float32"
 
 
-def protocol_key(embedder) -> str:
-    """sha256 over the embedder's protocol, checkpoint sha256, preprocessing and cache version."""
+def protocol_key(embedder, max_seconds: float | None = None) -> str:
+    """sha256 over the embedder's protocol, checkpoint sha256, preprocessing, cut and cache version."""
     payload = {
         "version": CACHE_VERSION,
+        "max_seconds": None if max_seconds is None else float(max_seconds),
         "class": f"{type(embedder).__module__}.{type(embedder).__qualname__}",
         "protocol": embedder.protocol(),
         "checkpoint_sha256": embedder.checkpoint_sha256,
@@ -84,9 +87,17 @@ def _read_cached(p: Path) -> np.ndarray | None:
     return e
 
 
+def cut(x: np.ndarray, sample_rate: int, max_seconds: float | None) -> np.ndarray:
+    """The first ``round(max_seconds * sample_rate)`` samples of ``x`` [N] (all of it when None or shorter)."""
+    if max_seconds is None:
+        return x
+    return x[: int(round(float(max_seconds) * int(sample_rate)))]
+
+
 def embed_file(embedder, path: str | os.PathLike, cache_dir: str | os.PathLike,
-               proto: str | None = None) -> tuple[np.ndarray, bool]:
-    """Embedding ``[frames, D] float32`` of one file and whether it came from the cache.
+               proto: str | None = None, max_seconds: float | None = None) -> tuple[np.ndarray, bool]:
+    """Embedding ``[frames, D] float32`` of one file (cut to ``max_seconds``) and whether it came from
+    the cache; ``proto`` must be :func:`protocol_key` of the same ``max_seconds``.
 
     Raises ssmttm.audio.AudioError (unreadable audio), OSError (missing file) or ValueError (bad
     embedder output), each naming the file.
@@ -95,10 +106,10 @@ def embed_file(embedder, path: str | os.PathLike, cache_dir: str | os.PathLike,
         sha = io.sha256_file(path)
     except OSError as exc:
         raise audio.AudioError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    p = cache_path(cache_dir, embedder, sha, proto)
+    p = cache_path(cache_dir, embedder, sha, proto or protocol_key(embedder, max_seconds))
     if p.is_file() and (e := _read_cached(p)) is not None:
         return e, True
-    x = load_audio(path, embedder.sample_rate)
+    x = cut(load_audio(path, embedder.sample_rate), embedder.sample_rate, max_seconds)
     e = _check_embedding(embedder.embed(x), path)
     with io.atomic_open(p, "wb") as f:
         np.save(f, e, allow_pickle=False)
@@ -109,20 +120,21 @@ def embed_files(
     embedder,
     paths: Sequence[str | os.PathLike],
     cache_dir: str | os.PathLike,
+    max_seconds: float | None = None,
 ) -> tuple[list[np.ndarray | None], list[str]]:
-    """Embed every file in ``paths`` through the cache: ``(embeddings, reasons)``.
+    """Embed every file in ``paths`` (each cut to ``max_seconds``) through the cache: ``(embeddings, reasons)``.
 
     ``embeddings[i]`` is ``[frames, D] float32`` or None when file i could not be used; ``reasons``
     lists one message per such file, naming it (unreadable, empty, non-finite, embedder failure).
     The other files go on. Hits and misses are logged once at the end.
     """
-    proto = protocol_key(embedder)
+    proto = protocol_key(embedder, max_seconds)
     out: list[np.ndarray | None] = []
     reasons: list[str] = []
     hits = 0
     for path in paths:
         try:
-            e, hit = embed_file(embedder, path, cache_dir, proto)
+            e, hit = embed_file(embedder, path, cache_dir, proto, max_seconds)
         except (audio.AudioError, ValueError) as exc:
             out.append(None)
             msg = str(exc)

@@ -8,10 +8,17 @@ A *system* is what a table row describes:
   give the ceiling a perfect model would reach, KL is 0 by construction (a broken metric shows),
   and Fréchet distances are split-half (two seeded halves of the references), the floor a finite
   sample allows;
-- ``resynth``: the reference clips through the codec at kappa codebooks, the codec's ceiling.
+- ``resynth``: the reference clips through the codec at kappa codebooks, the codec's ceiling;
+- ``musicgen`` / ``external``: a baseline (config ``systems``): MusicGen generated here by
+  :mod:`ssmttm.generate.musicgen`, or a folder of another model's clips gathered by
+  :mod:`ssmttm.generate.external`; both in generate's folder layout, scored exactly like ``generated``.
 
 Each generated or re-synthesised clip is paired with its prompt (text) and the reference clip
-its prompt describes (``ref_id``). Embeddings come from the per-file cache
+its prompt describes (``ref_id``). Every clip is cut to the reference clips' duration before it is
+embedded (``duration_s`` in every row): 862 generated DAC frames are 10.008 s, and without the cut
+such a clip gets a second, almost all-padding 10 s PaSST window that its 10.000 s reference does
+not, which alone moved the KL of a clip against itself by 0.007. The KL is audiocraft's, with
+``evaluation.kl_epsilon`` (recorded in the row). Embeddings come from the per-file cache
 (:mod:`ssmttm.eval.cache`), so adding a metric that shares a model costs nothing to embed again.
 Rows carry their protocol and a bootstrap 95 % interval over clips (docs/reference.md §3: FAD
 is biased by sample size, so n and the interval are always printed). Rows from random-init
@@ -37,9 +44,11 @@ from ssmttm.eval.metrics import ATTRIBUTE_ROWS, METRICS
 from ssmttm.eval.options import EvaluateSettings
 
 PIPELINE_CHECK = "pipeline check, not a score"
-SYSTEMS = ("generated", "ground_truth", "resynth")
+SYSTEMS = ("generated", "ground_truth", "resynth", "musicgen", "external")
+SET_SYSTEMS = ("generated", "musicgen", "external")  # scored from folders in generate's layout
 ROW_KEYS = ("metric", "value", "ci_low", "ci_high", "n", "n_ref", "lower_is_better", "status", "model",
-            "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "bootstrap", "system_kind",
+            "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "duration_s", "kl_epsilon",
+            "bootstrap", "system_kind",
             "experiment", "variant", "preset", "kappa", "stages", "seed", "step", "prompt_set", "params", "flops_6nd",
             "flops_measured", "source")
 
@@ -80,8 +89,8 @@ def generated_items(set_dir: Path, prompts: dict[str, dict]) -> tuple[list[Item]
     """Items of one generated folder + its run metadata (checkpoint meta.json merged over index.json)."""
     index = io.read_json(set_dir / "index.json")
     meta = dict(index)
-    ckpt_meta = Path(str(index.get("checkpoint", ""))) / "meta.json"
-    if ckpt_meta.is_file():
+    ckpt_meta = Path(str(index["checkpoint"])) / "meta.json" if index.get("checkpoint") else None
+    if ckpt_meta is not None and ckpt_meta.is_file():
         meta.update(io.read_json(ckpt_meta))  # experiment, training seed, step, params, FLOPs
     else:
         m = re.search(r"seed(\d+)/step_(\d+)", set_dir.as_posix())
@@ -110,6 +119,8 @@ class Scorer:
         self.m = METRICS[metric]
         self.reference, self.cache_dir = reference, Path(cache_dir)
         self.n_boot, self.seed = s.bootstrap, s.seed
+        self.kl_epsilon = float(s.kl_epsilon)
+        self.duration_s = reference_seconds(reference.values())
         self.models = models
         self.embedder = None
         self.truth = _read_truth(s.truth) if self.m.kind == "attributes" else None
@@ -129,7 +140,7 @@ class Scorer:
         from ssmttm.eval.cache import embed_files
 
         uniq = sorted(set(paths))
-        out, _ = embed_files(self.embedder, uniq, self.cache_dir)  # skipped files are logged there
+        out, _ = embed_files(self.embedder, uniq, self.cache_dir, self.duration_s)  # skipped files are logged there
         return {p: e for p, e in zip(uniq, out) if e is not None}
 
     def protocol(self) -> dict:
@@ -156,7 +167,8 @@ class Scorer:
         return {"metric": metric, "value": None if value is None else float(value),
                 "ci_low": None if ci[0] is None else float(ci[0]), "ci_high": None if ci[1] is None else float(ci[1]),
                 "n": int(n), "n_ref": int(n_ref), "lower_is_better": lower, "bootstrap": self.n_boot,
-                **self.protocol()}
+                "duration_s": self.duration_s if self.embedder is not None else None,
+                "kl_epsilon": self.kl_epsilon if self.m.kind == "kl" else None, **self.protocol()}
 
     def _ci(self, values: np.ndarray) -> tuple:
         """Percentile bootstrap interval of the mean of per-clip ``values`` (pairs resampled)."""
@@ -214,7 +226,7 @@ class Scorer:
             if g is None or r is None:
                 continue
             # PaSST protocol: logits mean-pooled over windows, then softmax, KL(ref || gen) per pair
-            values.append(kl_per_pair(r.mean(axis=0), g.mean(axis=0)))
+            values.append(kl_per_pair(r.mean(axis=0), g.mean(axis=0), self.kl_epsilon))
             refs.add(it.ref_id)
         return values, len(refs)
 
@@ -242,6 +254,21 @@ class Scorer:
             ci = self._ci(v)
             rows.append(self._row(k, v.mean() if len(v) else None, ci, len(v), len(refs), False))
         return rows
+
+
+def reference_seconds(paths) -> float | None:
+    """The protocol duration: the longest reference clip, in seconds (None: no readable clip)."""
+    import soundfile as sf
+
+    longest = None
+    for p in paths:
+        try:
+            info = sf.info(str(p))
+        except RuntimeError:  # unreadable reference: its own metric rows skip and name it
+            continue
+        sec = info.frames / info.samplerate
+        longest = sec if longest is None else max(longest, sec)
+    return longest
 
 
 def _track_key(ref_id) -> str:
@@ -289,7 +316,7 @@ def evaluate(metric: str, system: str, sets: list[Path], reference: Path, prompt
     scorer = Scorer(metric, models, ref, cache_dir, s)
     status = PIPELINE_CHECK if pipeline_check else "score"
     rows = []
-    if system == "generated":
+    if system in SET_SYSTEMS:
         for d in sets:
             items, meta = generated_items(Path(d), prompts)
             cols = system_columns(system, experiment, meta, prompt_set)

@@ -53,11 +53,13 @@ class ResynthSettings:
 
 @dataclass(kw_only=True)
 class EvaluateSettings:
-    """``evaluate``: the bootstrap, its seed, the metric models' device and the attribute truth table."""
+    """``evaluate``: the bootstrap, its seed, the KL's epsilon, the metric models' device and the attribute
+    truth table."""
 
     SCHEMA_NODES = ("evaluation",)
 
     bootstrap: int
     seed: int
+    kl_epsilon: float
     device: str
     truth: str | None

@@ -164,7 +164,10 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 def mean_pooled_logits(window_logits: np.ndarray) -> np.ndarray:
     """Clip logits ``[C]`` from per-window logits ``[windows, C]``: mean over windows.
 
-    audiocraft's PaSST KL pools the window logits before the softmax (docs/reference.md §3).
+    stable-audio-metrics' PaSST KL (``src/passt_kld.py``) pools the logits of its 10 s / 5 s-hop
+    windows before the softmax. Clips of at most 10 s (the evaluation protocol cuts every clip to
+    its references' duration, 10 s for MusicCaps) have one window, where this equals audiocraft's
+    per-segment softmax.
     """
     x = np.atleast_2d(np.asarray(window_logits, dtype=np.float64))
     if x.shape[0] == 0:
@@ -177,16 +180,29 @@ def mean_pooled_probs(window_logits: np.ndarray) -> np.ndarray:
     return softmax(mean_pooled_logits(window_logits))
 
 
-def kl_per_pair(ref_logits: np.ndarray, gen_logits: np.ndarray) -> float:
-    """``KL(softmax(ref) || softmax(gen))`` in nats for one pair of clip logits ``[C]`` each.
+def kl_per_pair(ref_logits: np.ndarray, gen_logits: np.ndarray, epsilon: float = 0.0) -> float:
+    """KL of one pair of clip logits ``[C]`` each, in nats: ``sum p (log p - log(q + epsilon))`` with
+    ``p = softmax(ref)``, ``q = softmax(gen)``.
 
-    Computed from log-softmaxes, so it stays finite for any finite logits; >= 0 (round-off clipped).
+    ``epsilon`` = 1e-6 is audiocraft's definition (``audiocraft/metrics/kld.py``: ``kl_div((pred +
+    1e-6).log(), target)``, pred the generated clip's, target the reference's probabilities), which
+    produced the published MusicGen KLs; it caps the penalty of a class the generated clip gives
+    near-zero probability, so it reads lower than the exact KL (``epsilon`` = 0) on mismatched
+    content. The exact KL is computed from log-softmaxes and stays finite for any finite logits.
+    Terms with ``p = 0`` contribute 0. The exact KL is >= 0 up to round-off (clipped); with epsilon
+    the value can dip a hair below 0 for matching clips (``log(p + eps) > log p``), kept as is so the
+    number equals audiocraft's.
     """
     ref, gen = np.asarray(ref_logits, np.float64).ravel(), np.asarray(gen_logits, np.float64).ravel()
     if ref.shape != gen.shape:
         raise ValueError(f"logit vectors differ in length: {ref.shape[0]} vs {gen.shape[0]}")
-    lp, lq = log_softmax(ref), log_softmax(gen)
-    return max(float(np.sum(np.exp(lp) * (lp - lq))), 0.0)
+    if not (epsilon >= 0 and np.isfinite(epsilon)):
+        raise ValueError(f"KL epsilon must be finite and >= 0, got {epsilon}")
+    lp = log_softmax(ref)
+    lq = log_softmax(gen) if epsilon == 0 else np.log(np.exp(log_softmax(gen)) + float(epsilon))
+    p = np.exp(lp)
+    kl = float(np.sum(np.where(p > 0, p * (lp - lq), 0.0)))
+    return max(kl, 0.0) if epsilon == 0 else kl
 
 
 # --- bootstrap ----------------------------------------------------------------------------------------

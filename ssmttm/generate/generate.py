@@ -11,8 +11,12 @@ Decoding (docs/reference.md §1 sampling; MusicGen-style delay pattern, :mod:`ss
   step t codebook k holds a real code only for ``k + 1 <= t <= k + n_tokens``
   (``pattern.valid_mask``); elsewhere SPECIAL_TOKEN is forced instead of sampled;
 - logits are combined ``uncond + cfg_scale * (cond - uncond)`` and sampled with temperature and
-  top-k (:mod:`ssmttm.generate.sampling`), each prompt with its own generator seeded by ``--seed``;
+  top-k (:mod:`ssmttm.generate.sampling`), each prompt with its own generator seeded from (``--seed``,
+  prompt id, sample index) (:mod:`ssmttm.rng`; the refiner draws from a second stream);
   the heads have 1024 outputs, so SPECIAL_TOKEN is never sampled for a real position;
+- an imported checkpoint (``lm.cfg.compat``, :mod:`ssmttm.importer`) decodes as its own code did:
+  its 1025-way heads get logit 1024 masked at real positions, fillers may be sampled, and its prompts
+  are encoded with their padding kept (:mod:`ssmttm.generate.compat`);
 - ``pattern.revert`` gives ``[kappa, n_tokens]`` codes, which the codec decodes from its first kappa
   codebooks (``n_tokens * hop`` samples at 44.1 kHz for DAC).
 
@@ -38,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from ssmttm import io, logs, settings
+from ssmttm import io, logs, rng, settings
 from ssmttm.constants import CODEBOOK_SIZE, SPECIAL_TOKEN
 from ssmttm.errors import SsmttmError
 from ssmttm.generate import sampling as smp
@@ -74,11 +78,18 @@ def pad_states(states: list[np.ndarray], device) -> tuple:
 
 # --- the decoding loop -------------------------------------------------------------------------------
 def decode_pattern(next_logits: Callable, batch: int, kappa: int, n_tokens: int,
-                   cfg: smp.SamplingConfig, seed: int, device) -> "torch.Tensor":
-    """Generate the delay-patterned sequence [B, kappa, n_tokens + kappa] (int64, on ``device``).
+                   cfg: smp.SamplingConfig, seeds: list[int], device, compat=None) -> "torch.Tensor":
+    """Generate the delay-patterned sequence [B, kappa, n_tokens + kappa] (int64, on ``device``);
+    row b draws its noise from a generator seeded with ``seeds[b]`` (:func:`ssmttm.rng.prompt_seeds`).
 
     ``next_logits(t, seq)`` returns (cond, uncond) logits [B, kappa, 1024] predicting ``seq[:, :, t]``
     from ``seq[:, :, :t]`` (or None at t = 0, where the BOS column is forced).
+
+    ``compat`` (an imported LM's :class:`ssmttm.models.config.CompatConfig`, None for ours): logits have
+    ``compat.n_logits`` entries; with 1025 (the special token scored too) logit 1024 is set to -inf
+    after CFG wherever a real code is sampled (``special_at_real: mask``), so a real position never
+    holds 1024; ``fillers: sampled`` feeds back the token sampled at filler positions too instead of
+    SPECIAL_TOKEN (the authors' loop); :func:`revert_codes` drops fillers either way.
     """
     import torch
 
@@ -87,33 +98,52 @@ def decode_pattern(next_logits: Callable, batch: int, kappa: int, n_tokens: int,
     S = n_tokens + kappa
     valid = pattern.valid_mask(kappa, n_tokens, like=torch.empty(0, device=device))  # [K, S]
     seq = torch.full((batch, kappa, S), SPECIAL_TOKEN, dtype=torch.long, device=device)
-    gens = smp.make_generators(seed, batch, device)
+    if len(seeds) != batch:
+        raise ValueError(f"decode_pattern: {len(seeds)} seeds for {batch} rows")
+    gens = smp.make_generators(seeds, device)
+    n_logits = CODEBOOK_SIZE if compat is None else compat.n_logits
+    keep = valid if compat is None or compat.fillers == "special" else torch.ones_like(valid)  # sampled, not forced
     for t in range(S):
         out = next_logits(t, seq)
         if t == 0:
             continue  # step 0 is the BOS column: SPECIAL_TOKEN for every codebook, never sampled
         cond, uncond = out
-        if cond.shape[-1] != CODEBOOK_SIZE:
-            raise GenerationError(f"the LM heads have {cond.shape[-1]} outputs, expected {CODEBOOK_SIZE}")
+        if cond.shape[-1] != n_logits:
+            raise GenerationError(f"the LM heads have {cond.shape[-1]} outputs, expected {n_logits}")
         logits = smp.cfg_combine(cond.float(), uncond.float(), cfg.cfg_scale)
+        if n_logits > CODEBOOK_SIZE:  # compat (special_at_real: mask): SPECIAL_TOKEN is no code
+            logits[..., CODEBOOK_SIZE:] = logits[..., CODEBOOK_SIZE:].masked_fill(valid[:, t, None], float("-inf"))
         tok = smp.sample(logits, cfg.temperature, cfg.top_k, gens)  # [B, K]
-        check_codes(tok, CODEBOOK_SIZE, f"sampled codes at step {t}")  # never feed an OOV id to the LM
-        seq[:, :, t] = torch.where(valid[:, t], tok, torch.full_like(tok, SPECIAL_TOKEN))
+        check_codes(tok, n_logits, f"sampled codes at step {t}")  # never feed an OOV id to the LM
+        if n_logits > CODEBOOK_SIZE:
+            check_codes(tok[:, valid[:, t]], CODEBOOK_SIZE, f"sampled codes at real positions of step {t}")
+        seq[:, :, t] = torch.where(keep[:, t], tok, torch.full_like(tok, SPECIAL_TOKEN))
     return seq
 
 
+def _per_row(uncond_state, batch: int) -> list:
+    """The unconditional states of each of ``batch`` rows: one array for all, or a list of one per row."""
+    if isinstance(uncond_state, (list, tuple)):
+        if len(uncond_state) != batch:
+            raise ValueError(f"{len(uncond_state)} unconditional states for {batch} rows")
+        return list(uncond_state)
+    return [uncond_state] * batch
+
+
 def generate_cached(lm, cond_states: list[np.ndarray], uncond_state: np.ndarray, n_tokens: int,
-                    cfg: smp.SamplingConfig, seed: int):
+                    cfg: smp.SamplingConfig, seeds: list[int]):
     """Ours: cond and uncond in ONE batch of 2B through the cached decoder, one LM call per step.
 
-    cond_states: B arrays [L_i, text_dim]; uncond_state: [L_0, text_dim] (the empty prompt).
+    cond_states: B arrays [L_i, text_dim]; uncond_state: [L_0, text_dim] (the empty prompt), or B of
+    them (one per row: an imported LM's, :mod:`ssmttm.generate.compat`); seeds: B per-row seeds
+    (:func:`ssmttm.rng.prompt_seeds`).
     Returns the patterned sequence [B, kappa, n_tokens + kappa] int64 on the LM's device.
     """
     import torch
 
     device = next(lm.parameters()).device
     B, K = len(cond_states), lm.cfg.n_codebooks
-    text, mask = pad_states(list(cond_states) + [uncond_state] * B, device)
+    text, mask = pad_states(list(cond_states) + _per_row(uncond_state, B), device)
     cache = lm.allocate_cache(2 * B, text, mask)
 
     def next_logits(t, seq):
@@ -125,11 +155,11 @@ def generate_cached(lm, cond_states: list[np.ndarray], uncond_state: np.ndarray,
         return logits[:B], logits[B:]
 
     with torch.no_grad():
-        return decode_pattern(next_logits, B, K, n_tokens, cfg, seed, device)
+        return decode_pattern(next_logits, B, K, n_tokens, cfg, seeds, device, compat=lm.cfg.compat)
 
 
 def generate_naive(lm, cond_states: list[np.ndarray], uncond_state: np.ndarray, n_tokens: int,
-                   cfg: smp.SamplingConfig, seed: int, on_step: Callable | None = None):
+                   cfg: smp.SamplingConfig, seeds: list[int], on_step: Callable | None = None):
     """The authors' way: every step runs the FULL forward over the sequence so far, cond and uncond
     as two separate passes, and keeps the last logits (O(n^2)). Same output layout as
     :func:`generate_cached`; ``on_step(t, seq)`` is called after the forward passes of each step
@@ -139,7 +169,7 @@ def generate_naive(lm, cond_states: list[np.ndarray], uncond_state: np.ndarray, 
     device = next(lm.parameters()).device
     B, K = len(cond_states), lm.cfg.n_codebooks
     ctext, cmask = pad_states(list(cond_states), device)
-    utext, umask = pad_states([uncond_state] * B, device)
+    utext, umask = pad_states(_per_row(uncond_state, B), device)
 
     def next_logits(t, seq):
         if t == 0:
@@ -151,7 +181,7 @@ def generate_naive(lm, cond_states: list[np.ndarray], uncond_state: np.ndarray, 
         return out
 
     with torch.no_grad():
-        return decode_pattern(next_logits, B, K, n_tokens, cfg, seed, device)
+        return decode_pattern(next_logits, B, K, n_tokens, cfg, seeds, device, compat=lm.cfg.compat)
 
 
 def revert_codes(seq) -> "torch.Tensor":
@@ -267,9 +297,20 @@ class Generator:
         return out
 
     def generate_codes(self, states: list[np.ndarray], uncond: np.ndarray, n_tokens: int,
-                       cfg: smp.SamplingConfig, seed: int):
-        """-> codes [B, kappa, n_tokens] int64 on CPU (reverted, all in [0, 1024))."""
-        return revert_codes(generate_cached(self.lm, states, uncond, n_tokens, cfg, seed))
+                       cfg: smp.SamplingConfig, seeds: list[int], texts: list[str] | None = None):
+        """-> codes [B, kappa, n_tokens] int64 on CPU (reverted, all in [0, 1024)); ``seeds``: one per row.
+
+        An imported LM that keeps padded text states (``compat.text_keep_padding``) is given states
+        encoded its way from ``texts`` (the rows' prompts) instead of ``states`` / ``uncond``."""
+        compat = self.lm.cfg.compat
+        if compat is not None and compat.text_keep_padding:
+            from ssmttm.generate.compat import prompt_states
+
+            if texts is None or len(texts) != len(states):
+                raise GenerationError(f"checkpoint {self.ckpt_dir} ({compat.source}) needs the prompt texts")
+            enc = prompt_states(self.encoder, self.tokenizer, texts, compat, self.max_text_length)
+            states, uncond = [enc[t][0] for t in texts], [enc[t][1] for t in texts]
+        return revert_codes(generate_cached(self.lm, states, uncond, n_tokens, cfg, seeds))
 
     def decode(self, codes) -> np.ndarray:
         """codes [B, kappa, T] -> audio [B, T * hop] float32 from the codec's first kappa codebooks."""
@@ -287,7 +328,8 @@ class Generator:
         t0 = time.time()
         enc = self.encode_texts([t for _, t in prompts] + [""])
         sr = int(self.codec.sample_rate)
-        settings = {"seed": int(seed), "checkpoint": str(self.ckpt_dir), "checkpoint_sha256": self.checkpoint_sha256,
+        settings = {"seed": int(seed), "rng": rng.RNG_SCHEME, "checkpoint": str(self.ckpt_dir),
+                    "checkpoint_sha256": self.checkpoint_sha256,
                     "kappa": self.kappa, **cfg.to_dict(), "n_tokens": int(n_tokens),
                     "seconds": n_tokens / self.codec.frame_rate, "codec": self.codec.name,
                     "codec_weights": self.codec_key, "codec_sha256": self.codec.weights_sha256,
@@ -302,21 +344,26 @@ class Generator:
             chunk = prompts[b:b + batch_size]
             tb = time.time()
             states = [enc[t] for _, t in chunk]
-            codes = self.generate_codes(states, enc[""], n_tokens, cfg, seed)
+            pids = [pid for pid, _ in chunk]
+            lm_seeds = rng.prompt_seeds(seed, pids, "lm")
+            codes = self.generate_codes(states, enc[""], n_tokens, cfg, lm_seeds, texts=[t for _, t in chunk])
             gen_s += time.time() - tb
             if self.refiner is not None:  # two-stage: codebooks kappa+1..K from the refiner
                 tr = time.time()
-                codes = self.refiner.refine(codes, states, enc[""], [t for _, t in chunk], self.refiner_sampler, seed)
+                codes = self.refiner.refine(codes, states, enc[""], [t for _, t in chunk], self.refiner_sampler,
+                                            rng.prompt_seeds(seed, pids, "refiner"))
                 refine_s += time.time() - tr
             wav = self.decode(codes)
-            for (pid, text), x in zip(chunk, wav):
+            for (pid, text), x, lm_seed in zip(chunk, wav, lm_seeds):
                 if not np.all(np.isfinite(x)):
                     log.error("prompt %s: decoded audio has non-finite samples; skipped", pid)
                     rejected.append({"prompt_id": pid, "reason": "non-finite decoded audio"})
                     continue
                 name = f"{pid}.{audio_format}"
                 audio.write(out / name, x[None], sr)
-                side = {"prompt": text, "prompt_id": pid, **settings, "audio": name, "n_samples": int(x.shape[-1])}
+                side = {"prompt": text, "prompt_id": pid, **settings, "sample": 0, "lm_seed": lm_seed,
+                        **({} if self.refiner is None else {"refiner_seed": rng.sample_seed(seed, pid, 0, "refiner")}),
+                        "audio": name, "n_samples": int(x.shape[-1])}
                 io.write_json(out / f"{pid}.json", side)
                 items.append({"prompt_id": pid, "prompt": text, "audio": name, "sidecar": f"{pid}.json"})
             log.info("generated %d/%d prompts (%.1f delayed steps/s, %d prompts per batch)",
@@ -358,10 +405,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 f"out dirs)")
     args.settings = cfg = settings.from_args(p, GenerateSettings, args)
     args.refiner_settings = rs = settings.from_args(p, RefinerSampling, args, prefix="refiner-")
-    try:
-        args.sampling = smp.SamplingConfig(cfg.cfg_scale, cfg.temperature, cfg.top_k)
-    except smp.SamplingError as exc:
-        p.error(str(exc))
+    args.sampling = smp.from_recipe(cfg, p)
     from ssmttm.refiner.diffusion import SamplerConfig
 
     try:

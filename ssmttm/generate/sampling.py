@@ -4,11 +4,11 @@ Defaults (docs/reference.md §1, the authors' sampling): CFG on logits
 ``uncond + 3.0 * (cond - uncond)`` with the empty string as the unconditional prompt, temperature
 1.2, top-k 250.
 
-Seeding: every row (one prompt) owns a ``torch.Generator`` seeded with the run's seed
-(:func:`ssmttm.rng.make_generators`, re-exported here), and its random numbers are drawn for that
-row alone (Gumbel-max over the top-k candidates). So a prompt's tokens depend on (checkpoint,
-prompt, seed, settings) and not on which other prompts share its batch (up to floating-point
-differences between batch sizes).
+Seeding: every row (one prompt) owns a ``torch.Generator`` seeded from (run seed, prompt id, sample
+index) (:mod:`ssmttm.rng`, re-exported here), and its random numbers are drawn for that row alone
+(Gumbel-max over the top-k candidates). So different prompts get different noise, and a prompt's
+tokens depend on (checkpoint, prompt, seed, settings) and not on which other prompts share its
+batch (up to floating-point differences between batch sizes).
 
 Gumbel-max: ``argmax(log p + g)`` with ``g = -log(-log(u))``, ``u ~ U(0, 1)`` draws exactly from the
 categorical ``p``; we use it instead of ``torch.multinomial`` so the noise of each row comes from
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ssmttm.errors import SsmttmError
-from ssmttm.rng import make_generators  # noqa: F401  (per-row seeding; shared with the refiner)
+from ssmttm.rng import make_generators, prompt_seeds  # noqa: F401  (per-row seeding; shared with the refiner)
 
 
 class SamplingError(SsmttmError, ValueError):
@@ -54,6 +54,15 @@ class SamplingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def from_recipe(recipe, parser) -> SamplingConfig:
+    """The :class:`SamplingConfig` of a stage's resolved settings (:class:`ssmttm.generate.options.SamplingRecipe`);
+    bad values end the stage through ``parser.error`` (exit 2, naming the flag)."""
+    try:
+        return SamplingConfig(recipe.cfg_scale, recipe.temperature, recipe.top_k)
+    except SamplingError as exc:
+        parser.error(str(exc))
 
 
 def cfg_combine(cond, uncond, scale: float):

@@ -25,10 +25,82 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssmttm import io
+from ssmttm.constants import CODEBOOK_SIZE, VOCAB_SIZE
 from ssmttm.models import SUBLAYER_KINDS, VARIANTS, variant_conditioning, variant_layout
 
 MAMBA_BACKENDS = ("auto", "torch", "mamba_ssm")
 CONDITIONINGS = ("prefix", "cross")
+
+
+# --- compatibility with checkpoints imported from other code ----------------------------------------
+COMPAT_POSITIONS = ("ssmttm", "audiocraft")  # ssmttm.models.lm.POSITION_EMBEDDINGS
+COMPAT_SPECIAL_AT_REAL = ("mask",)
+COMPAT_FILLERS = ("special", "sampled")
+
+
+@dataclass(frozen=True)
+class CompatConfig:
+    """Where an LM imported from another codebase computes differently from ours, kept in its
+    checkpoint (``LMConfig.compat``, lm_config.json) so that generation repeats that code. Models
+    trained here have ``compat = None``; every default below is our behaviour.
+
+    - ``source``: the codebase (``"ssm-ttm"``: github.com/Lonian6/SSM-TTM, see ssmttm/models/ssm_ttm.py).
+    - ``n_logits``: outputs per head, 1025 when the heads also score SPECIAL_TOKEN (the authors'
+      ``vocab_size: 1024 + 1``).
+    - ``special_at_real``: generation with ``n_logits`` 1025 at a position that must hold a real code:
+      ``"mask"`` sets logit 1024 to -inf after CFG, i.e. samples from the distribution renormalised
+      over the 1024 codes (the authors' sampler can draw 1024 there, which no codec decodes).
+    - ``fillers``: delay-pattern positions after BOS that hold no code: ``"special"`` forces
+      SPECIAL_TOKEN (ours), ``"sampled"`` feeds back the token sampled there (the authors' loop samples
+      every codebook at every step); the reverted codes never contain them either way.
+    - ``positions``: the sinusoid, cos half first in both: ``"ssmttm"`` angle ``p * P ** (-i / half)``,
+      ``"audiocraft"`` angle ``p / P ** (i / (half - 1))`` (audiocraft's ``create_sin_embedding``).
+    - ``text_keep_padding``: prompts are T5-encoded WITH padding and the padded positions' states stay
+      in the LM prefix as if real (positions count them too): the authors' Prefix SiMBA ignores its
+      text mask. Then ``text_min_tokens`` / ``text_fill_id``: token id appended (attention mask 0) up
+      to that many tokens; ``uncond_padded_to_prompt``: the empty prompt is first padded with the
+      tokenizer's pad id (mask 0) to its prompt's length, as when both share one tokenizer call.
+    """
+
+    source: str
+    n_logits: int = CODEBOOK_SIZE
+    special_at_real: str = "mask"
+    fillers: str = "special"
+    positions: str = "ssmttm"
+    text_keep_padding: bool = False
+    text_min_tokens: int = 0
+    text_fill_id: int = 0
+    uncond_padded_to_prompt: bool = False
+
+    def errors(self) -> list[str]:
+        errs = []
+        if not self.source:
+            errs.append("compat.source: empty")
+        if self.n_logits not in (CODEBOOK_SIZE, VOCAB_SIZE):
+            errs.append(f"compat.n_logits={self.n_logits} (expected {CODEBOOK_SIZE} or {VOCAB_SIZE})")
+        for name, known in (("special_at_real", COMPAT_SPECIAL_AT_REAL), ("fillers", COMPAT_FILLERS),
+                            ("positions", COMPAT_POSITIONS)):
+            if getattr(self, name) not in known:
+                errs.append(f"compat.{name}={getattr(self, name)!r} (expected one of {known})")
+        if self.text_min_tokens < 0 or self.text_fill_id < 0:
+            errs.append("compat.text_min_tokens and compat.text_fill_id must be >= 0")
+        if not self.text_keep_padding and (self.text_min_tokens or self.uncond_padded_to_prompt):
+            errs.append("compat: text_min_tokens / uncond_padded_to_prompt need text_keep_padding")
+        return errs
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CompatConfig":
+        return io.dataclass_from_dict(cls, d)
+
+
+# Named compat settings (data): what each importer writes into the checkpoints it converts.
+COMPAT_PRESETS: dict[str, dict[str, Any]] = {
+    # github.com/Lonian6/SSM-TTM (ssmttm/models/ssm_ttm.py lists each difference with its file:line)
+    "ssm-ttm": dict(source="ssm-ttm", n_logits=VOCAB_SIZE, special_at_real="mask", fillers="sampled",
+                    positions="audiocraft", text_keep_padding=True, text_min_tokens=60, text_fill_id=1,
+                    uncond_padded_to_prompt=True),
+}
 
 
 @dataclass
@@ -63,8 +135,12 @@ class LMConfig:
     conditioning: str | None = None
     mamba_backend: str = "auto"  # "auto": mamba_ssm when it imports and CUDA is present, else torch
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in checkpoints
+    # None for every model trained here; an imported checkpoint's differences (CompatConfig)
+    compat: CompatConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.compat, dict):
+            self.compat = CompatConfig.from_dict(self.compat)
         if self.layout is None:
             self.layout = variant_layout(self.variant, self.n_layers)
         else:
@@ -104,20 +180,23 @@ class LMConfig:
             errs.append(f"dropout={self.dropout} (must be in [0, 1))")
         if self.mamba_backend not in MAMBA_BACKENDS:
             errs.append(f"mamba_backend={self.mamba_backend!r} (expected one of {MAMBA_BACKENDS})")
+        if self.compat is not None:
+            errs.extend(self.compat.errors())
+            if self.compat.positions == "audiocraft" and (self.d_model % 2 or self.d_model < 4):
+                errs.append(f"d_model={self.d_model} (compat.positions 'audiocraft' needs an even d_model >= 4)")
         if errs:
             raise ValueError("LMConfig: " + "; ".join(errs))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (checkpoint metadata); :meth:`from_dict` inverts it."""
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["compat"] is None:  # configs of models trained here stay exactly as they were
+            del d["compat"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LMConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"LMConfig.from_dict: unknown keys {unknown}")
-        return cls(**d)
+        return io.dataclass_from_dict(cls, d)
 
 
 # --- presets (data) -------------------------------------------------------------------------------

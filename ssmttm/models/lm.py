@@ -27,6 +27,11 @@ keys/values computed once)::
         logits = lm.step(codes[:, :, t:t + 1], cache)   # predicts codes[:, :, t + 1]
 
 gives the same logits as ``lm(codes, text, text_mask)`` (eval mode).
+
+Imported checkpoints (``cfg.compat``, :class:`ssmttm.models.config.CompatConfig`) change two things
+here, nothing else: the heads have ``compat.n_logits`` outputs (1025 for the authors' checkpoints)
+and ``compat.positions`` picks the sinusoid (:data:`POSITION_EMBEDDINGS`). What their text prefix
+needs (padded states kept as real tokens) is made by the caller: such rows come with an all-real mask.
 """
 
 from __future__ import annotations
@@ -44,6 +49,22 @@ from ssmttm.models.blocks import Context, create_block
 from ssmttm.models.config import LMConfig
 
 LABEL_SMOOTHING = 0.1  # docs/reference.md §1 (authors' training)
+
+
+def sinusoidal_audiocraft(positions: torch.Tensor, dim: int, max_period: float = 10000.0,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """audiocraft's ``create_sin_embedding``, which the authors' simba.py (lines 66-85) copies:
+    positions [...] -> [..., dim], ``cat(cos, sin)`` of ``p / max_period ** (i / (dim // 2 - 1))``,
+    computed in float32 (our :func:`sinusoidal` divides the exponent by ``dim // 2``)."""
+    half = dim // 2
+    i = torch.arange(half, device=positions.device, dtype=torch.float32)
+    period = torch.full([], max_period, device=positions.device, dtype=torch.float32) ** (i / (half - 1))
+    phase = positions.to(torch.float32)[..., None] / period
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1).to(dtype)
+
+
+# CompatConfig.positions -> the positional embedding (models trained here: "ssmttm")
+POSITION_EMBEDDINGS = {"ssmttm": sinusoidal, "audiocraft": sinusoidal_audiocraft}
 
 
 def left_align(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +108,10 @@ class LM(nn.Module):
             self.norm_f = RMSNorm(d, eps=cfg.norm_eps, **fk)
         else:
             self.norm_f = None
-        self.heads = nn.ModuleList(nn.Linear(d, CODEBOOK_SIZE, bias=False, **fk) for _ in range(K))
+        # an imported checkpoint's heads may also score SPECIAL_TOKEN (cfg.compat.n_logits = 1025)
+        n_logits = CODEBOOK_SIZE if cfg.compat is None else cfg.compat.n_logits
+        self.heads = nn.ModuleList(nn.Linear(d, n_logits, bias=False, **fk) for _ in range(K))
+        self._pos_fn = POSITION_EMBEDDINGS["ssmttm" if cfg.compat is None else cfg.compat.positions]
         self._init_weights()
 
     # --- construction -------------------------------------------------------------------------------
@@ -131,7 +155,7 @@ class LM(nn.Module):
         return tx, text_mask.to(device=w.device, dtype=torch.bool)
 
     def _pos(self, pos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return sinusoidal(pos, self.cfg.d_model, self.cfg.max_period, dtype=x.dtype)
+        return self._pos_fn(pos, self.cfg.d_model, self.cfg.max_period, dtype=x.dtype)
 
     def _heads(self, h: torch.Tensor) -> torch.Tensor:
         """h: [B, T, d] -> logits [B, K, T, 1024]."""

@@ -43,10 +43,11 @@ class Refiner(abc.ABC):
 
     @abc.abstractmethod
     def refine(self, codes, states: list[np.ndarray], uncond: np.ndarray, prompts: list[str], sampler,
-               seed: int):
+               seeds: list[int]):
         """codes [B, cond, T] int64; states: B text-encoder arrays [L_i, D] (the LM's encoder);
         uncond: the empty prompt's [L_0, D]; prompts: the B texts (for backends with their own text
-        encoder); sampler: :class:`ssmttm.refiner.diffusion.SamplerConfig` -> codes [B, K, T] int64 (CPU)."""
+        encoder); sampler: :class:`ssmttm.refiner.diffusion.SamplerConfig`; seeds: one per row
+        (:func:`ssmttm.rng.prompt_seeds`, stream ``refiner``) -> codes [B, K, T] int64 (CPU)."""
 
     @abc.abstractmethod
     def describe(self) -> dict:

@@ -61,7 +61,7 @@ class TrainedRefiner(Refiner):
             raise RefinerError(f"refiner {self.ckpt_dir} was trained on codec weights sha256 {want[:12]}, this codec "
                                f"({codec.weights_path}) has {codec.weights_sha256[:12]}")
 
-    def refine(self, codes, states, uncond, prompts, sampler, seed):
+    def refine(self, codes, states, uncond, prompts, sampler, seeds):
         import torch
 
         from ssmttm.refiner.diffusion import sample
@@ -77,7 +77,7 @@ class TrainedRefiner(Refiner):
         text, mask = pad(list(states) + [uncond] * B)
         text, mask = text.to(self.device), mask.to(self.device)
         x0 = sample(self.net, c, text[:B], mask[:B], text[B:], mask[B:], sampler,
-                    make_generators(seed, B, self.device))
+                    make_generators(seeds, self.device))
         rest = self.net.quantize(self.net.denormalise(x0))
         return torch.cat([c, rest], dim=1).cpu()
 

@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssmttm import io
 from ssmttm.constants import CODEBOOK_SIZE
 
 
@@ -87,11 +88,7 @@ class RefinerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RefinerConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"RefinerConfig.from_dict: unknown keys {unknown}")
-        return cls(**d)
+        return io.dataclass_from_dict(cls, d)
 
 
 REFINER_PRESETS: dict[str, dict[str, Any]] = {

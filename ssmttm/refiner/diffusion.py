@@ -11,8 +11,8 @@ the DDIM update ``z' = alpha' x0 + sqrt(sigma'^2 - s^2) eps + s xi``, where
 ``eta = 1`` is ancestral (DDPM) sampling, ``eta = 0`` the deterministic DDIM sampler that tolerates fewer steps.
 Classifier-free guidance combines the conditional and unconditional (empty prompt) velocities in
 ONE batch of 2B rows: ``v = v_u + scale (v_c - v_u)`` (scale 3.0, docs/reference.md §1). Every row
-draws its noise from its own generator seeded with ``seed`` (:func:`ssmttm.rng.make_generators`),
-so a prompt's output does not depend on the batch it is in.
+draws its noise from its own generator (:func:`ssmttm.rng.make_generators`, seeded per prompt and
+sample by :func:`ssmttm.rng.prompt_seeds`), so a prompt's output does not depend on the batch it is in.
 """
 
 from __future__ import annotations

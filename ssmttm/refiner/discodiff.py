@@ -182,7 +182,7 @@ class DiscoDiffRefiner(Refiner):
         text, mask = pad(forward(self.t5, ids, self.tokenizer.pad_token_id))
         return text.to(self.device), mask.to(self.device)
 
-    def refine(self, codes, states, uncond, prompts, sampler, seed):
+    def refine(self, codes, states, uncond, prompts, sampler, seeds):
         import torch
         import torch.nn.functional as F
 
@@ -195,7 +195,7 @@ class DiscoDiffRefiner(Refiner):
         D, K, norm = int(self.cfg["codebook_dim"]), self.n_codebooks, float(self.cfg["normalize"])
         primary = self.tables[0][c[:, 0]].transpose(1, 2) / norm  # [B, 8, T]
         text, mask = self.encode(prompts)
-        gens = make_generators(seed, B, self.device)
+        gens = make_generators(seeds, self.device)
         x = torch.stack([torch.randn((K - 1) * D, T, generator=g, device=self.device) for g in gens])
         eta = SAMPLERS[sampler.sampler]
         n_train = int(self.cfg["num_train_timesteps"])

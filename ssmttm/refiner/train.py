@@ -12,7 +12,7 @@ with four hooks replaced, so it resumes exactly like the LM (same checkpoint lay
   checkpoint);
 - loss: the v-prediction MSE (:func:`ssmttm.refiner.diffusion.v_loss`); the validation loss uses a
   fixed ``t`` and noise per batch, so it is comparable across checkpoints;
-- FLOPs: one forward of the refiner counted by ``FlopCounterMode`` (per frame).
+- FLOPs: one forward of the refiner counted by ``ssmttm.train.flops.flop_counter`` (per frame).
 """
 
 from __future__ import annotations
@@ -125,12 +125,13 @@ class RefinerTrainer(Trainer):
 
     def _forward_flops(self, batch) -> tuple[int, int]:
         import torch
-        from torch.utils.flop_counter import FlopCounterMode
+
+        from ssmttm.train.flops import flop_counter  # attention kernels counted on CPU too
 
         x0, given, frames = self._targets(batch)
         t = torch.full((x0.shape[0],), 0.5, device=self.device)
         self.net.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             self.net(x0, t, given, batch["text"].to(self.device), batch["text_mask"].to(self.device), frames)
         return int(counter.get_total_flops()), int(x0.shape[0] * x0.shape[-1])
 

@@ -4,10 +4,13 @@ Nothing in a generated block is typed by hand. Each block sits between two HTML 
 ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
 
 - ``README.md`` ``demo-results``: when and where the demo ran (date, cores, jobs and wall time of
-  the last complete Snakemake run, read from ``.snakemake/log/``) and a short table: the variant
-  comparison's key columns;
+  the last complete Snakemake run, read from ``.snakemake/log/``), a short table: the variant
+  comparison's key columns, and one line: the curves study's validation loss (Prefix SiMBA against
+  Cross Transformer) with its 95 % t-intervals over seeds and the Welch interval of the difference;
 - ``docs/results.md`` ``demo-results``: every study table and the claims, as the ``tables`` and
-  ``claims`` rules wrote them (``results/tables/<study>.md``);
+  ``claims`` rules wrote them (``results/tables/<study>.md``), then every study's validation loss at
+  its matched step (``results/tables/val_loss.json``, written by the ``val_loss`` rule,
+  :mod:`ssmttm.report.valloss`);
 - ``docs/performance.md`` ``bench-results``: for each ``bench/results/<name>.txt`` (the saved output
   of ``python bench/<name>.py``), its first line (the machine) and its last (the figures).
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,9 @@ DEMO, BENCH = "demo-results", "bench-results"
 STUDIES = ("variants", "curves", "scaling_down", "stages", "claims")
 SUMMARY_STUDY = "variants"
 SUMMARY_COLUMNS = ("Experiment", "Variant", "FD (log-mel) ↓", "tempo acc. ↑", "key acc. ↑", "drums acc. ↑")
+VAL_LOSS_FILE = "val_loss.json"  # written by the val_loss rule (ssmttm.report.valloss) beside the tables
+VAL_LOSS_STUDY = "curves"  # the README's SSM-vs-Transformer sentence: Prefix SiMBA vs Cross Transformer
+MINUS = "−"  # U+2212: a signed difference reads as one in prose and tables
 
 
 class DocsError(SsmttmError, ValueError):
@@ -144,8 +151,105 @@ def readme_block(tables_dir: Path, run: RunSummary | None) -> str:
     when = run.sentence() if run else "Generated from `results/tables/` by `make docs-results`."
     table = select_columns(study_markdown(tables_dir, SUMMARY_STUDY), SUMMARY_COLUMNS,
                            str(Path(tables_dir) / f"{SUMMARY_STUDY}.md"), strip_marks=True)
+    val = val_loss_bullet(load_val_loss(tables_dir), VAL_LOSS_STUDY, str(Path(tables_dir) / VAL_LOSS_FILE))
     return (f"{when} Variant comparison (tiny models, mean ± sd over seeds; the full tables and how to "
-            f"read them: [docs/results.md](docs/results.md)):\n\n{table}")
+            f"read them: [docs/results.md](docs/results.md)):\n\n{table}\n\n"
+            f"Validation loss of the SSM against the Transformer (the curves study):\n\n{val}")
+
+
+# --- the validation loss over seeds (results/tables/val_loss.json) ---------------------------------
+
+def load_val_loss(tables_dir: Path) -> dict:
+    """The val_loss rule's summary (:func:`ssmttm.report.valloss.final_summary`)."""
+    path = Path(tables_dir) / VAL_LOSS_FILE
+    if not path.exists():
+        raise DocsError(f"{path}: missing (run `make demo` first)")
+    data = io.read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("studies"), dict):
+        raise DocsError(f"{path}: no 'studies' object")
+    return data
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _decimals(half, value: float) -> int:
+    """Two significant digits of an interval's half width (2 to 4 decimals); without an interval,
+    three significant digits of the value."""
+    if _finite(half) and half > 0:
+        return max(2, min(4, 1 - math.floor(math.log10(half))))
+    return 2 if not _finite(value) or value == 0 else max(2, min(4, 2 - math.floor(math.log10(abs(value)))))
+
+
+def _num(x: float, d: int) -> str:
+    return f"{x:.{d}f}".replace("-", MINUS)
+
+
+def mean_ci(e: dict) -> str:
+    """'5.98 ± 0.27' (mean ± 95 % t half width), or '6.32 (1 seed, no interval)'."""
+    d = _decimals(e.get("half_width"), e["mean"])
+    if not _finite(e.get("half_width")):
+        return f"{_num(e['mean'], d)} ({e['n_seeds']} seed, no interval)"
+    return f"{_num(e['mean'], d)} ± {_num(e['half_width'], d)}"
+
+
+def difference(x: dict) -> str:
+    """'−0.11, 95 % Welch CI [−0.61, 0.39], includes 0' for a pair of experiments."""
+    lo, hi = x.get("ci_low"), x.get("ci_high")
+    if not (_finite(lo) and _finite(hi)):
+        return f"{_num(x['diff'], _decimals(None, x['diff']))}, no interval (a side has one seed)"
+    d = _decimals((hi - lo) / 2, x["diff"])
+    verdict = "includes 0" if lo <= 0 <= hi else "excludes 0"
+    return f"{_num(x['diff'], d)}, 95 % Welch CI [{_num(lo, d)}, {_num(hi, d)}], {verdict}"
+
+
+def _system(e: dict) -> str:
+    return f"{e['variant']} ({e['experiment']})" if e.get("variant") else e["experiment"]
+
+
+def val_loss_bullet(summary: dict, study: str, where: str) -> str:
+    """One bullet line: the study's experiments' validation loss at its matched step with their
+    intervals, and the difference of every pair (a line the staleness tests compare)."""
+    s = summary["studies"].get(study)
+    if not s or not s.get("experiments"):
+        raise DocsError(f"{where}: no validation loss for study {study!r}")
+    exps = s["experiments"]
+    ns = {e["n_seeds"] for e in exps}
+    seeds = f"over {ns.pop()} seeds" if len(ns) == 1 else "over seeds, " + ", ".join(
+        f"{e['experiment']} n = {e['n_seeds']}" for e in exps)
+    systems = " vs ".join(f"{_system(e)} {mean_ci(e)}" for e in exps)
+    by_name = len(s["differences"]) > 1
+    diffs = "; ".join((f"{x['a']} {MINUS} {x['b']}: " if by_name else "difference ") + difference(x)
+                      for x in s["differences"])
+    return (f"- Validation loss at step {s['step']} (held-out cross-entropy, no label smoothing): {systems} "
+            f"(mean ± 95 % t-interval {seeds}){'; ' + diffs if diffs else ''}. "
+            f"Figure: `results/plots/val_loss/{study}.png`.")
+
+
+def val_loss_section(summary: dict, studies: tuple[str, ...] = STUDIES) -> str:
+    """docs/results.md's validation-loss table (every study, at its matched step), the pairwise
+    differences and how both are computed."""
+    names = [s for s in studies if s in summary["studies"]] + sorted(set(summary["studies"]) - set(studies))
+    rows = ["| Study | Experiment | Variant | Step | 6ND FLOPs | Seeds | Validation loss | 95 % CI |",
+            "|---|---|---|---:|---:|---:|---:|---:|"]
+    notes = []
+    for name in names:
+        s = summary["studies"][name]
+        for e in s["experiments"]:
+            d = _decimals(e.get("half_width"), e["mean"])
+            ci = f"[{_num(e['ci_low'], d)}, {_num(e['ci_high'], d)}]" if _finite(e.get("ci_low")) else ""
+            flops = f"{e['flops_6nd']:.2e}" if _finite(e.get("flops_6nd")) else ""
+            rows.append(f"| {name} | {e['experiment']} | {e.get('variant') or ''} | {s['step']} | {flops} | "
+                        f"{e['n_seeds']} | {mean_ci(e)} | {ci} |")
+        notes += [f"- {name}, {x['a']} {MINUS} {x['b']}: {difference(x)}." for x in s["differences"]]
+    notes.append("- Validation loss: cross-entropy per token (nats) on the held-out split, without label smoothing, "
+                 "at each study's matched step (its `step`, else the last step every run of the study validated at). "
+                 "Mean ± t(0.975, n − 1)·sd/√n over seeds (a 95 % Student t-interval; none with one seed); "
+                 "differences are first minus second experiment in the study's order, with a 95 % Welch t-interval. "
+                 "Curves over training: `results/plots/val_loss/<study>.png`.")
+    return ("#### Validation loss over seeds (mean ± 95 % t-interval)\n\n" + "\n".join(rows) + "\n\n"
+            + "\n".join(notes))
 
 
 def _split_notes(md: str) -> tuple[list[str], list[str]]:
@@ -174,6 +278,7 @@ def results_block(tables_dir: Path, run: RunSummary | None, studies: tuple[str, 
         parts.append("\n".join(body) + ("\n\n" + "\n".join(own) if own else ""))
     if shared:
         parts.append("#### Notes to every table above\n\n" + "\n".join(shared))
+    parts.append(val_loss_section(load_val_loss(tables_dir), studies))
     return "\n\n".join(parts)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ssmttm.eval.evaluate import PIPELINE_CHECK
 from ssmttm.report import published
+from ssmttm.report.curves import legend_below, save_figure
 from ssmttm.report.labels import metric_label, metric_sort_key
 
 log = logging.getLogger("ssmttm.report.evalcurves")
@@ -103,12 +104,13 @@ def plot_axis(study: pd.DataFrame, name: str, title: str, axis: str, out_stem: P
     pub[xcol] = pd.to_numeric(pub[xcol], errors="coerce")
     refs = study[study["system_kind"].isin(["ground_truth", "resynth"]) | study["experiment"].isin(REF_LINES)]
     checks = bool((gen["status"] == PIPELINE_CHECK).any())
+    legend: dict[str, object] = {}  # label -> handle, over every panel: one legend under the figure
     for ax, metric in zip(axes.flat, metrics):
+        mark = " †" if (gen.loc[gen["metric"] == metric, "status"] == PIPELINE_CHECK).any() else ""
         for e in exps:
             g = gen[(gen["experiment"] == e) & (gen["metric"] == metric)]
             if len(g):
-                mark = " †" if (g["status"] == PIPELINE_CHECK).any() else ""
-                _errorbars(ax, g, xcol, fmt="o-", ms=4, color=colors[e], label=e + mark)
+                _errorbars(ax, g, xcol, fmt="o-", ms=4, color=colors[e], label=e)
         for ref_key, (ls, label) in REF_LINES.items():
             r = refs[((refs["system_kind"] == ref_key) | (refs["experiment"] == ref_key)) & (refs["metric"] == metric)]
             for _, row in r.iterrows():
@@ -126,24 +128,19 @@ def plot_axis(study: pd.DataFrame, name: str, title: str, axis: str, out_stem: P
                 _published_points(tax, g, xcol, variant_color.get(v, "0.2"), f"paper: {v} (read off)")
         arrow = {True: " (lower is better)", False: " (higher is better)"}.get(
             published.LOWER_IS_BETTER.get(metric, study.loc[study["metric"] == metric, "lower_is_better"].iloc[0]), "")
-        ax.set(xlabel=xlabel, xscale=_scale(scale, xs), title=metric_label(metric) + arrow)
+        ax.set(xlabel=xlabel, xscale=_scale(scale, xs), title=metric_label(metric) + arrow + mark)
         if axis == "steps":
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_steps_label))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-        handles, labels = [], []
         for tax, _ in targets:
-            h, lab = tax.get_legend_handles_labels()
-            handles += h
-            labels += lab
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=6)
+            for h, lab in zip(*tax.get_legend_handles_labels()):
+                legend.setdefault(lab, h)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle(title + ("  († pipeline check, not a score)" if checks else ""), fontsize=10)
-    fig.tight_layout()
-    from ssmttm.report.curves import save_figure
-
+    fig.suptitle(title + ("  (panels marked †: pipeline checks, not scores)" if checks else ""), fontsize=10)
+    legend_below(fig, list(legend.values()), list(legend.keys()), ncol=min(4, max(1, len(legend))),
+                 title="ours: mean ± sd over seeds; paper: read off its figures")
     written = save_figure(fig, out_stem)
     plt.close(fig)
     return written

@@ -14,7 +14,8 @@ from typing import Any
 
 @dataclass(kw_only=True)
 class TablesSettings:
-    """``tables``: the config's ``studies`` (study name -> kind, experiments, title, published, step)."""
+    """``tables`` and ``val-loss``: the config's ``studies`` (study name -> kind, experiments, title,
+    published, step)."""
 
     SCHEMA_NODES = ("",)  # the whole config: ``studies`` is a top-level key
 
@@ -24,13 +25,15 @@ class TablesSettings:
 @dataclass(kw_only=True)
 class ClaimsSettings:
     """``claims``: the recipe of the run the claims are computed for, as configured (the shared ``train``
-    section with the experiment's ``train:`` overrides merged in, then the experiment's own keys)."""
+    section with the experiment's ``train:`` overrides merged in, then the experiment's own keys): the
+    model it builds (variant, preset, kappa, ``model`` overrides) and the positions it trains on."""
 
     SCHEMA_NODES = ("train", "experiments.*")
 
     variant: str
     preset: str
     kappa: int
+    model: dict[str, Any]
     steps: int
     batch_size: int
     grad_accum: int

@@ -1,7 +1,8 @@
 """``python -m ssmttm tables``: results tables (CSV, Markdown, LaTeX) from the evaluation's score files.
 
 Input: score JSON files ``{"rows": [row, ...]}`` (the evaluation contract: one row per system x
-seed x step x metric, ``system_kind`` generated / ground_truth / resynth) and the config's ``studies``
+seed x step x metric, ``system_kind`` generated / ground_truth / resynth / musicgen / external) and the
+config's ``studies``
 (:class:`ssmttm.report.options.TablesSettings`: ``{study: {"kind": "comparison" | "curve", "experiments":
 [...], "title": str, "published": bool, "step": int | None}}``, checked against the config schema, whose
 defaults fill the keys a study leaves out), passed as ``--settings`` JSON by the rule or ``--studies`` by hand.
@@ -10,7 +11,8 @@ Per study, ``<study>.csv`` (long: one row per system x step x metric, every prot
 ``<study>.md`` and ``<study>.tex`` (wide: one "mean ± sd" column per metric, protocol listed under
 the table). Rows are aggregated over seeds: mean, sample sd (blank with one seed), n_seeds, the
 mean of the per-seed bootstrap CI bounds, n clips. Every table carries the ground-truth and codec
-re-synthesis rows (a broken metric is told apart from a bad model, as audiocraft's ``use_gt``) and
+re-synthesis rows (a broken metric is told apart from a bad model, as audiocraft's ``use_gt``), the
+baselines of the config's ``systems`` (MusicGen generated and scored here, external folders), and
 the published rows (MusicGen-small; curve studies also the paper's curve points). Rows whose status
 is "pipeline check, not a score" are marked † with a footnote. Comparison studies show each
 experiment at its last evaluated step (or all at ``step``, matched LM steps); curve studies every
@@ -41,13 +43,15 @@ DAGGER = "†"
 ROW_KEYS = published.ROW_KEYS
 KEYS = ("system_kind", "experiment", "step", "prompt_set")
 IDENT = ("variant", "preset", "kappa", "stages", "params", "flops_6nd", "flops_measured")
-PROTOCOL = ("model", "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "bootstrap")
+PROTOCOL = ("model", "checkpoint", "checkpoint_sha256", "sample_rate", "window_s", "hop_s", "duration_s", "kl_epsilon",
+            "bootstrap")
 LONG_COLUMNS = (
     "study", *KEYS[:2], "variant", "preset", "kappa", "stages", "step", "prompt_set", "params", "flops_6nd", "flops_measured",
     "metric", "metric_label", "lower_is_better", "mean", "sd", "n_seeds", "seeds", "ci_low", "ci_high", "n", "n_ref",
     *PROTOCOL, "status", "source",
 )
-KIND_ORDER = {"ground_truth": 0, "resynth": 1, "generated": 2, "published": 3}
+KIND_ORDER = {"ground_truth": 0, "resynth": 1, "generated": 2, "musicgen": 3, "external": 3, "published": 4}
+BASELINE_KINDS = ("musicgen", "external")  # config systems: in every table, beside the published rows
 
 
 def _blank(v) -> bool:
@@ -176,7 +180,7 @@ def variant_label(r) -> str:
 def study_table(agg: pd.DataFrame, name: str, spec: dict) -> pd.DataFrame:
     """The long table of one study: its experiments (comparison: each at its last step, or every one
     at ``spec["step"]`` for matched steps; curve: every step), the ground-truth and resynth rows (of
-    the study's prompt sets), and published rows."""
+    the study's prompt sets), the baseline systems, and published rows."""
     exps = list(spec["experiments"])
     gen = agg[(agg["system_kind"] == "generated") & agg["experiment"].isin(exps)]
     for e in exps:
@@ -190,7 +194,7 @@ def study_table(agg: pd.DataFrame, name: str, spec: dict) -> pd.DataFrame:
     elif spec["kind"] == "comparison" and len(gen):
         last = gen.groupby("experiment")["step"].transform(lambda s: s.max())
         gen = gen[(gen["step"] == last) | last.isna()]
-    refs = agg[agg["system_kind"].isin(["ground_truth", "resynth"])]
+    refs = agg[agg["system_kind"].isin(["ground_truth", "resynth", *BASELINE_KINDS])]
     sets = set(gen["prompt_set"].dropna())
     if sets:
         refs = refs[refs["prompt_set"].isin(sets) | refs["prompt_set"].isna()]
@@ -276,9 +280,11 @@ def protocol_notes(study: pd.DataFrame) -> list[str]:
             v = vals(c)
             return v if v == "n/a" else f"{v} {u}"
 
+        eps = vals("kl_epsilon") if "kl_epsilon" in g else "n/a"
         out.append(f"{metric_label(m)}: model {vals('model')}, checkpoint {vals('checkpoint')} (sha256 {sha}), "
-                   f"{unit('sample_rate', 'Hz')}, window {unit('window_s', 's')}, hop {unit('hop_s', 's')}, bootstrap "
-                   f"{vals('bootstrap')}, n clips {int(n.min()) if len(n) else 'n/a'}"
+                   f"{unit('sample_rate', 'Hz')}, window {unit('window_s', 's')}, hop {unit('hop_s', 's')}, clips cut to "
+                   f"{unit('duration_s', 's') if 'duration_s' in g else 'n/a'}, "
+                   f"{'' if eps == 'n/a' else f'KL epsilon {eps}, '}bootstrap {vals('bootstrap')}, n clips {int(n.min()) if len(n) else 'n/a'}"
                    f"{'' if not len(n) or n.min() == n.max() else f'-{int(n.max())}'}, n ref {vals('n_ref')}.")
     return out
 
