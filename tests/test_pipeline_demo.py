@@ -322,7 +322,7 @@ def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
     own = [(rule, wc) for rule, wc in jobs if rule not in AGGREGATES]
     assert own and all("metric=fd_clap" in wc for _, wc in own), own
     assert len(own) == 8 + 1 + 2 + 2  # eight experiments, ground truth, resynth k1 and k4, two baseline systems
-    # run two of them for real (each CLAP job spends ~10 s importing laion_clap, so not all eleven)
+    # run two of them for real (each CLAP job spends ~10 s importing laion_clap, so not all thirteen)
     targets = [f"results/eval/scores/song_describer/{system}/fd_clap.json" for system in ("simba_k4", "ground_truth")]
     snakemake(repo, demo, "--cores", "2", *args, "--", *targets)
     log = (demo / "results/logs/evaluate/simba_k4_fd_clap.log").read_text()
