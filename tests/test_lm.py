@@ -214,6 +214,31 @@ def test_self_attention_loads_torch_multihead_attention():
     assert torch.allclose(ours(x), want, atol=1e-5)
 
 
+def test_self_attention_kv_cache_writes_in_place_until_it_doubles():
+    """Decoding writes keys/values into the preallocated buffers; only a full cache is reallocated
+    (capacity doubled), and outputs across a growth equal the full forward."""
+    from ssmttm.models.attention import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(32, 4).eval()
+    x = torch.randn(2, 11, 32)
+    with torch.no_grad():
+        full = attn(x)
+        cache = attn.allocate_cache(2, capacity=4)
+        outs = [attn(x[:, :3], cache=cache)]
+        grew = 0
+        for t in range(3, 11):
+            cap, ptrs = cache.k.shape[2], (cache.k.data_ptr(), cache.v.data_ptr(), cache.mask.data_ptr())
+            outs.append(attn.step(x[:, t:t + 1], cache))
+            if t < cap:
+                assert (cache.k.data_ptr(), cache.v.data_ptr(), cache.mask.data_ptr()) == ptrs, t
+            else:
+                grew += 1
+                assert cache.k.shape[2] >= 2 * cap
+        assert grew == 1 and cache.length == 11 and cache.k.shape[2] == 16
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
 # --- config and CLI -----------------------------------------------------------------------------
 def test_config_round_trip_and_validation():
     cfg = from_preset("tiny", "cross-transformer", n_codebooks=4, final_norm=True)

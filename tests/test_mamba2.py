@@ -154,6 +154,85 @@ def test_step_from_empty_cache_equals_forward():
         m.step(u[:, :2], cache)
 
 
+def _rebuilding_step(m, u, cache):
+    """Mamba2.step as it was before issue 14: the conv window rolled into a new tensor and the SSM
+    state rebuilt out of place, both copied back. The reference the in-place step must equal."""
+    b = u.shape[0]
+    z, xBC, dt = torch.split(m.in_proj(u[:, 0]), [m.d_inner, m.conv_dim, m.nheads], dim=-1)
+    conv = cache.conv_state
+    conv.copy_(torch.roll(conv, shifts=-1, dims=-1))
+    conv[:, :, -1] = xBC
+    xBC = (conv * m.conv1d.weight[:, 0]).sum(dim=-1) + m.conv1d.bias
+    xBC = m.act(xBC).to(u.dtype)
+    x, B, C = torch.split(xBC, [m.d_inner, m.ngroups * m.d_state, m.ngroups * m.d_state], dim=-1)
+    rep = m.nheads // m.ngroups
+    x = x.float().view(b, m.nheads, m.headdim)
+    B = B.float().view(b, m.ngroups, m.d_state).repeat_interleave(rep, dim=1)
+    C = C.float().view(b, m.ngroups, m.d_state).repeat_interleave(rep, dim=1)
+    dt = F.softplus(dt.float() + m.dt_bias.float())
+    decay = torch.exp(dt * -torch.exp(m.A_log.float()))
+    h = cache.ssm_state.float() * decay[..., None, None] + (dt[..., None] * x)[..., None] * B[:, :, None, :]
+    cache.ssm_state.copy_(h)
+    y = torch.einsum("bhpn,bhn->bhp", h, C) + m.D.float()[:, None] * x
+    y = m.norm(y.reshape(b, m.d_inner).to(u.dtype), z)
+    return m.out_proj(y)[:, None]
+
+
+def _clone_cache(c):
+    conv = torch.empty_like(c.conv_state.transpose(1, 2)).transpose(1, 2)  # same channel-last layout
+    return Mamba2Cache(conv.copy_(c.conv_state), c.ssm_state.clone())
+
+
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_step_updates_the_cache_in_place_and_equals_the_rebuilding_step(ngroups):
+    m = _small(seed=11, ngroups=ngroups)
+    u = torch.randn(3, 12, 16)
+    with torch.no_grad():
+        cache = m.allocate_inference_cache(3)
+        ptrs = (cache.conv_state.data_ptr(), cache.ssm_state.data_ptr())
+        m(u[:, :3], cache=cache)
+        ref = _clone_cache(cache)
+        for t in range(3, 12):
+            out = m.step(u[:, t:t + 1], cache)
+            assert torch.equal(out, _rebuilding_step(m, u[:, t:t + 1], ref))  # bitwise: the same arithmetic
+            assert torch.equal(cache.conv_state, ref.conv_state) and torch.equal(cache.ssm_state, ref.ssm_state)
+            assert (cache.conv_state.data_ptr(), cache.ssm_state.data_ptr()) == ptrs
+        assert cache.conv_state.stride() == ref.conv_state.stride()  # still the channel-last layout
+
+
+def test_step_allocates_one_state_sized_buffer_not_three():
+    """The SSM state is updated inside the cache's own storage: per step the only new buffer the size
+    of the state is the term added to it (the rebuilding step made the decayed state, the term and
+    their sum, then copied back)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class NewStorages(TorchDispatchMode):
+        def __init__(self, known):
+            super().__init__()
+            self.known, self.big, self.seen = known, [], set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.known:
+                    if t.untyped_storage().nbytes() >= limit and t.untyped_storage().data_ptr() not in self.seen:
+                        self.seen.add(t.untyped_storage().data_ptr())
+                        self.big.append(str(func))
+            return out
+
+    m = _small(seed=4, d_state=16)  # SSM state 512 and conv window 256 floats per row
+    u = torch.randn(2, 1, 16)
+    with torch.no_grad():
+        for step, buffers in ((m.step, 1), (lambda x, c: _rebuilding_step(m, x, c), 3)):
+            cache = m.allocate_inference_cache(2)
+            limit = cache.ssm_state.numel() * 4
+            known = {t.untyped_storage().data_ptr() for t in [u, cache.conv_state, cache.ssm_state, *m.parameters()]}
+            step(u, cache)  # warm-up outside the mode
+            with NewStorages(known) as mode:
+                step(u, cache)
+            assert len(mode.big) == buffers, mode.big
+
+
 def test_left_padding_mask_gives_the_unpadded_outputs():
     m = _small(seed=5)
     lengths, pads = [7, 12, 3], [5, 0, 9]  # arbitrary pad counts, incl. none and > d_conv

@@ -281,13 +281,27 @@ class Mamba2(nn.Module):
         return Mamba2Cache(conv.transpose(1, 2), ssm)
 
     def step(self, u, cache):
-        """One token: u [B, 1, d_model] -> [B, 1, d_model]; updates `cache` in place. O(1) in L."""
+        """One token: u [B, 1, d_model] -> [B, 1, d_model]; updates `cache` in place. O(1) in L.
+
+        The states are updated where they lie: the conv window shifts by d_conv - 1 column copies
+        inside its own buffer, and a float32 SSM state is decayed (mul_) and gets its new term added
+        (add_) in the cache, so per token only that term is a fresh state-sized buffer (rebuilding
+        the state made three and copied it back). The arithmetic is the rebuilt state's, op for op,
+        so outputs are bitwise those of the earlier step (tested). A fused addcmul_ would also drop
+        that last buffer, but it rounds once and changes the last bits of every later token. A state
+        kept in a lower precision is updated in a float32 copy and written back, as before, so the
+        output reads the unrounded state either way. Decoding only: autograd cannot run through a
+        state that the next step overwrites.
+        """
         if u.shape[1] != 1:
             raise ValueError(f"Mamba2.step decodes one token at a time, got u of shape {tuple(u.shape)}")
         b = u.shape[0]
         z, xBC, dt = torch.split(self.in_proj(u[:, 0]), [self.d_inner, self.conv_dim, self.nheads], dim=-1)
-        conv = cache.conv_state
-        conv.copy_(torch.roll(conv, shifts=-1, dims=-1))
+        conv = cache.conv_state  # [B, conv_dim, d_conv], oldest first
+        # Shift left one column at a time: source and destination never overlap (a single copy_
+        # between overlapping slices has no defined order).
+        for j in range(self.d_conv - 1):
+            conv[:, :, j].copy_(conv[:, :, j + 1])
         conv[:, :, -1] = xBC
         xBC = (conv * self.conv1d.weight[:, 0]).sum(dim=-1) + self.conv1d.bias
         xBC = self.act(xBC).to(u.dtype)
@@ -299,8 +313,11 @@ class Mamba2(nn.Module):
         C = C.float().view(b, self.ngroups, self.d_state).repeat_interleave(rep, dim=1)
         dt = F.softplus(dt.float() + self.dt_bias.float())  # [B, H]
         decay = torch.exp(dt * -torch.exp(self.A_log.float()))
-        h = cache.ssm_state.float() * decay[..., None, None] + (dt[..., None] * x)[..., None] * B[:, :, None, :]
-        cache.ssm_state.copy_(h)
+        state = cache.ssm_state  # [B, H, P, N]
+        h = state if state.dtype == torch.float32 else state.float()
+        h.mul_(decay[..., None, None]).add_((dt[..., None] * x)[..., None] * B[:, :, None, :])
+        if h is not state:
+            state.copy_(h)
         y = torch.einsum("bhpn,bhn->bhp", h, C) + self.D.float()[:, None] * x
         y = self.norm(y.reshape(b, self.d_inner).to(u.dtype), z)
         return self.out_proj(y)[:, None]
