@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-cpu
 CORES  ?= 2
 DEMO_CONFIG := config/demo.yaml
 
-.PHONY: demo test setup setup-gpu lock envs check-config clean-demo dag bench docs-results
+.PHONY: demo test test-fast setup setup-gpu gpu-check lock envs check-config clean-demo dag bench docs-results
 
 setup: $(STAMP)
 
@@ -22,16 +22,30 @@ $(STAMP): requirements/lock-cpu.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ssmttm.compat --fix-install --check
 	$(PY) -m ssmttm warm-numba
+	rm -f $(GPU_STAMP)
 	touch $@
 
 # GPU environment (users with CUDA): consistent CUDA torch set + mamba-ssm kernels.
-setup-gpu:
+GPU_STAMP := $(VENV)/.installed-gpu
+setup-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): requirements/lock-gpu.txt requirements/gpu-kernels.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=24" wheel packaging ninja
 	$(PY) -m pip install -r requirements/lock-gpu.txt
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	$(PY) -m pip install --no-build-isolation -r requirements/gpu-kernels.txt
 	$(PY) -m ssmttm.compat --fix-install --check
+	$(PY) -m ssmttm warm-numba
+	touch $(STAMP) $@
+
+# Everything only a CUDA machine can show, in one call (bench/gpu_check.py; its output is saved like
+# a bench's): mamba_ssm parity at paper width, bf16 training step and MFU, generation, the refiner.
+gpu-check: $(GPU_STAMP)
+	mkdir -p bench/results
+	$(PY) bench/gpu_check.py > bench/results/.gpu_check.txt.tmp
+	mv bench/results/.gpu_check.txt.tmp bench/results/gpu_check.txt
+	tail -n 1 bench/results/gpu_check.txt
 
 # The whole pipeline on the offline demo corpus (same DAG and code as config.yaml).
 demo: $(STAMP)
@@ -39,6 +53,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The contributor's loop: every test but the end-to-end demo pipeline (tests/test_pipeline_demo.py,
+# marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 check-config: $(STAMP)
 	$(PY) -m ssmttm check-config config.yaml
@@ -55,9 +74,9 @@ lock: $(STAMP)
 dag: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores 1 --configfile $(DEMO_CONFIG) -n all
 
-# Each bench's output is saved whole (first line: the machine; last line: its figures) for
-# `make docs-results`. BENCHES=name runs one.
-BENCHES ?= dag_scale
+# Each bench's output is saved whole (first line: the machine; last line: its figures; the protocol
+# is bench/_protocol.py's) for `make docs-results`. BENCHES="name ..." runs some.
+BENCHES ?= dag_scale tokenize_overhead backbone_speed generation_speed refiner_speed
 bench: $(STAMP)
 	mkdir -p bench/results
 	set -e; for b in $(BENCHES); do \

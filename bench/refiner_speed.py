@@ -5,6 +5,10 @@ Run from the repository root: ``python bench/refiner_speed.py [--train-steps 600
 Speed: the ``paper``-preset refiner (random init: cost depends only on shapes; DAC-44k shapes, 64
 latent channels, CFG in one batch of 2 rows) samples ``--seconds`` of audio on CPU at each step count,
 timed; the figure is sampling seconds per second of audio. The tiny preset is timed the same way.
+Protocol (bench/_protocol.py): machine line first, threads pinned, a warm-up sample of each network
+(its cheapest step count), then ``--rounds`` rounds of every (network, step count) in turn in one
+process; each timing is the median [min–max] over the rounds, and the cost of 50 and 25 steps
+relative to 100 is a per-round ratio (0.5 and 0.25 if the cost is all in the network's steps).
 
 Quality: a tiny refiner is trained here for ``--train-steps`` steps on the DAC codes of synthetic
 demo-corpus music (``ssmttm.demo.synth``, encoded by the tiny demo DAC, 4 codebooks), then completes
@@ -15,8 +19,12 @@ codebooks 2..4 of held-out clips from their true codebook 1. Per sampler and ste
   decoded two-stage audio and the decoded true codes (all 4 codebooks); the table also gives the
   same distance for codebook 1 alone (no refiner), the single-stage kappa = 1 decode.
 
+The quality figures are computed once: training and sampling are seeded (``--seed``), so a round
+would repeat the same numbers; they have no spread to show.
+
 The last line holds ``key=value`` pairs: seconds per audio second at each step count (paper size,
-ddpm), mel distance and code accuracy at each step count, and the codebook-1-only distance.
+ddpm; medians), the per-round cost ratios, mel distance and code accuracy at each step count, and the
+codebook-1-only distance.
 """
 
 from __future__ import annotations
@@ -27,9 +35,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from _protocol import add_protocol_args, alternate, begin, figure_line, figures_line, pin_allocator  # noqa: E402
 
 from ssmttm.generate.sampling import make_generators, prompt_seeds  # noqa: E402
 from ssmttm.refiner import diffusion as D  # noqa: E402
@@ -82,26 +93,33 @@ def train_tiny(codes: torch.Tensor, tables: torch.Tensor, text, steps: int, crop
     return net.eval(), losses
 
 
-def time_sampling(net, frames: int, steps: int, sampler: str, text_dim: int) -> float:
+def sampling_side(net, frames: int, steps: int, sampler: str, text_dim: int, audio_seconds: float):
+    """A side of the protocol: one sample of ``frames`` frames in ``steps`` steps; returns seconds per audio second."""
     cond = torch.randint(0, 1024, (1, net.cfg.cond_codebooks, frames), generator=torch.Generator().manual_seed(0))
     text, mask = torch.randn(1, 12, text_dim), torch.ones(1, 12, dtype=torch.bool)
-    t0 = time.perf_counter()
-    D.sample(net, cond, text, mask, torch.zeros_like(text), mask, D.SamplerConfig(steps, 3.0, sampler),
-             make_generators([0]))
-    return time.perf_counter() - t0
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        D.sample(net, cond, text, mask, torch.zeros_like(text), mask, D.SamplerConfig(steps, 3.0, sampler),
+                 make_generators([0]))
+        return (time.perf_counter() - t0) / audio_seconds
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=float, default=2.0, help="audio length of the timed samples")
+    # 0.5 s: one 100-step sample of the 48.8M-parameter paper refiner costs about 10^12 FLOPs at that
+    # length (CFG rows included), and every round samples 100 + 50 + 25 steps; the cost is linear in it.
+    p.add_argument("--seconds", type=float, default=0.5, help="audio length of the timed samples")
     p.add_argument("--train-steps", type=int, default=600)
     p.add_argument("--clips", type=int, default=10, help="synthetic clips (the last 2 are held out)")
     p.add_argument("--clip-seconds", type=float, default=8.0)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tests: tiny sizes, still every code path")
+    add_protocol_args(p, threads=2)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    begin(args)
     steps = (4, 2, 1) if args.quick else STEPS
     fps = 44100 / 512
 
@@ -110,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     paper = build_refiner(refiner_from_preset("paper" if not args.quick else "tiny", dropout=0.0)).eval()
     tiny = build_refiner(refiner_from_preset("tiny", text_dim=TEXT_DIM)).eval()
-    speed = {}
-    for name, net in (("paper", paper), ("tiny", tiny)):
-        time_sampling(net, frames, 1, "ddpm", TEXT_DIM)  # warm-up
-        for n in steps:
-            speed[(name, n)] = time_sampling(net, frames, n, "ddpm", TEXT_DIM) / args.seconds
+    audio_s = frames / fps
+    sides = {f"{name}_{n}": sampling_side(net, frames, n, "ddpm", TEXT_DIM, audio_s)
+             for name, net in (("paper", paper), ("tiny", tiny)) for n in steps}
+    # warm-up: the cheapest step count of each network (allocator, thread pool; same shapes as the rest)
+    print(f"warm-up: the {steps[-1]}-step sample of each network (the same shapes as the other step counts)", flush=True)
+    rounds = alternate(sides, args.rounds, args.warmup, warm=[f"{name}_{steps[-1]}" for name in ("paper", "tiny")],
+                       on_call=lambda i, name, s: print(f"  round {i + 1} {name} steps: {s:.4f} s per audio s", flush=True))
+    speed = {(name, n): rounds.spread(f"{name}_{n}") for name in ("paper", "tiny") for n in steps}
+    cost = {n: rounds.ratio(f"paper_{n}", f"paper_{steps[0]}") for n in steps[1:]}
 
     # --- quality ----------------------------------------------------------------------------------------
     from ssmttm.codec.dac import build_tiny_dac, load
@@ -151,26 +173,35 @@ def main(argv: list[str] | None = None) -> int:
             quality[(sampler, n)] = (acc, mel, dt / (B * held.shape[-1] / fps))
 
     # --- table --------------------------------------------------------------------------------------
-    print(f"refiner sampling, CPU ({args.threads} threads), {args.seconds:g} s of audio ({frames} frames), CFG batch of 2")
+    print(f"refiner sampling, CPU, {audio_s:.2f} s of audio ({frames} frames), CFG batch of 2; "
+          f"timings: median [min–max] over {args.rounds} rounds")
+    for name in ("paper", "tiny"):
+        for n in steps:
+            print(figure_line(f"{name} refiner, {n} ddpm steps", speed[(name, n)], "s per audio s"))
+    for n in steps[1:]:
+        print(figure_line(f"paper refiner cost, {n} / {steps[0]} steps (per round)", cost[n]))
     print(f"{'steps':>5}  {'paper s/audio-s':>15}  {'tiny s/audio-s':>14}  "
-          f"{'ddpm acc':>8}  {'ddpm mel':>8}  {'ddim acc':>8}  {'ddim mel':>8}")
+          f"{'ddpm acc':>8}  {'ddpm mel':>8}  {'ddim acc':>8}  {'ddim mel':>8}  (timings: medians)")
     for n in steps:
-        print(f"{n:>5}  {speed[('paper', n)]:>15.3f}  {speed[('tiny', n)]:>14.4f}  "
+        print(f"{n:>5}  {speed[('paper', n)].median:>15.3f}  {speed[('tiny', n)].median:>14.4f}  "
               f"{quality[('ddpm', n)][0]:>8.4f}  {quality[('ddpm', n)][1]:>8.4f}  "
               f"{quality[('ddim', n)][0]:>8.4f}  {quality[('ddim', n)][1]:>8.4f}")
     print(f"codebook 1 alone (no refiner): mel {mel_k1:.4f}; chance code accuracy {1 / 1024:.4f}")
+    print(f"quality (acc, mel): one seeded run (seed {args.seed}); rounds would repeat the same numbers, so no spread")
     print(f"tiny refiner: {sum(p.numel() for p in net.parameters()):,} parameters, {len(losses)} steps, "
           f"v-loss first 20 {np.mean(losses[:20]):.4f} -> last 20 {np.mean(losses[-20:]):.4f}; "
           f"paper refiner: {sum(p.numel() for p in paper.parameters()) / 1e6:.2f}M parameters")
-    kv = [f"s_per_audio_s_{n}={speed[('paper', n)]:.3f}" for n in steps]
-    kv += [f"mel_{n}={quality[('ddpm', n)][1]:.4f}" for n in steps]
-    kv += [f"acc_{n}={quality[('ddpm', n)][0]:.4f}" for n in steps]
-    kv += [f"mel_ddim_{n}={quality[('ddim', n)][1]:.4f}" for n in steps]
-    kv += [f"mel_codebook1_only={mel_k1:.4f}", f"loss_first={np.mean(losses[:20]):.4f}",
-           f"loss_last={np.mean(losses[-20:]):.4f}"]
-    print(" ".join(kv))
+    kv = {f"s_per_audio_s_{n}": speed[("paper", n)] for n in steps}
+    kv.update({f"cost_{n}_over_{steps[0]}": cost[n] for n in steps[1:]})
+    kv.update({f"mel_{n}": f"{quality[('ddpm', n)][1]:.4f}" for n in steps})
+    kv.update({f"acc_{n}": f"{quality[('ddpm', n)][0]:.4f}" for n in steps})
+    kv.update({f"mel_ddim_{n}": f"{quality[('ddim', n)][1]:.4f}" for n in steps})
+    kv.update(mel_codebook1_only=f"{mel_k1:.4f}", loss_first=f"{np.mean(losses[:20]):.4f}",
+              loss_last=f"{np.mean(losses[-20:]):.4f}", rounds=args.rounds)
+    print(figures_line(kv))
     return 0
 
 
 if __name__ == "__main__":
+    pin_allocator()
     sys.exit(main())

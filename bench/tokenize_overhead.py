@@ -6,12 +6,17 @@ Run from the repository root: ``python bench/tokenize_overhead.py [--clips 4 --s
     read and prepared, batched exactly as the stage batches them;
 (b) stage: :func:`ssmttm.tokens.tokenize.tokenize_clips` + :func:`ssmttm.tokens.store.write_shard`
     (read FLAC, downmix/resample, encode, write the token store) on the same clips.
-overhead = (b - a) / a, target <= 0.15. Weight loading is one-off and excluded from both.
+overhead = (b - a) / a per round, target <= 0.15. Weight loading is one-off and excluded from both.
 The codec is a random-init DAC of the real 44.1 kHz size (dac's default kwargs, 76.7M parameters:
 the same compute as the released weights); the tiny demo codec is reported too. The Dataset part
 reads a synthetic 30 s token shard (random codes, real text store from a tiny T5) through
 :class:`ssmttm.tokens.dataset.TokenDataset`; it is skipped with a note if that cannot be built.
-The last line holds ``key=value`` pairs.
+Its rate is set against the samples/s a training step of the tiny Prefix SiMBA consumes
+(headroom = dataset rate / consumed rate, per round).
+
+Protocol (bench/_protocol.py): machine line first, threads pinned, one warm-up call of each side,
+then ``--rounds`` rounds alternating (a) and (b) (and the Dataset pass with the training step) in one
+process; every figure is the median [min–max] over the rounds. The last line holds ``key=value`` pairs.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore", message=".*weight_norm.*")
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 
 from ssmttm import audio  # noqa: E402
 from ssmttm.constants import SAMPLE_RATE  # noqa: E402
 from ssmttm.data.manifest import MANIFEST_COLUMNS, write_manifest  # noqa: E402
+
+from _protocol import Spread, add_protocol_args, alternate, begin, figure_line, figures_line, pin_allocator  # noqa: E402
 
 
 def make_corpus(root: Path, n: int, seconds: float, n_extra: int) -> tuple[Path, pd.DataFrame]:
@@ -69,29 +77,40 @@ def bare_encode(codec, audios: list[np.ndarray], batch_size: int) -> None:
             model.encode(model.preprocess(x, codec.sample_rate))
 
 
-def time_codec(name, codec, clips, captions, audios, batch_size, repeat, out: Path) -> float:
+def time_codec(name, codec, clips, captions, audios, batch_size, rounds, warmup, out: Path):
+    """(a) and (b) alternating; returns (overhead, bare seconds, stage seconds) as Spreads."""
     from ssmttm.tokens.store import write_shard
     from ssmttm.tokens.tokenize import tokenize_clips
 
-    bare_encode(codec, [a[:, :8192] for a in audios[:1]], 1)  # warm-up (TorchScript snake, allocator)
-    ta, tb = [], []
-    for r in range(repeat):
+    calls = [0]
+
+    def bare() -> float:
         t = time.perf_counter()
         bare_encode(codec, audios, batch_size)
-        ta.append(time.perf_counter() - t)
+        return time.perf_counter() - t
+
+    def stage() -> float:
+        calls[0] += 1
         t = time.perf_counter()
         done, _ = tokenize_clips(codec, clips, captions, batch_size)
-        write_shard(out / f"{name}_{r}", done, {**codec.describe(), "weights": name})
-        tb.append(time.perf_counter() - t)
-    a, b = min(ta), min(tb)
+        write_shard(out / f"{name}_{calls[0]}", done, {**codec.describe(), "weights": name})
+        return time.perf_counter() - t
+
+    r = alternate({"bare": bare, "stage": stage}, rounds, warmup)
+    a, b = r.spread("bare"), r.spread("stage")
+    overhead = Spread.of(sb / sa - 1 for sa, sb in zip(r.values("bare"), r.values("stage")))  # per round
     secs = sum(x.shape[-1] for x in audios) / codec.sample_rate
-    print(f"{name}: bare DAC.encode {a:.3f} s, tokenize stage {b:.3f} s for {len(audios)} clips / {secs:.1f} s "
-          f"of audio ({secs / a:.1f}x / {secs / b:.1f}x real time), overhead {(b - a) / a:+.3f}")
-    return (b - a) / a
+    print(f"{name}, {len(audios)} clips / {secs:.1f} s of audio:")
+    print("  " + figure_line("(a) bare DAC.encode", a, "s"))
+    print("  " + figure_line("(b) tokenize stage", b, "s"))
+    print("  " + figure_line("overhead (b - a) / a (per round)", overhead))
+    print(f"  real time: {secs / a.median:.1f}x (a), {secs / b.median:.1f}x (b)")
+    return overhead, a, b
 
 
-def dataset_throughput(root: Path, df: pd.DataFrame, text_dir: Path, n_items: int) -> float | None:
-    """samples/s of TokenDataset.__getitem__ (kappa 1, full 30 s items) on a synthetic shard."""
+def dataset_side(root: Path, df: pd.DataFrame, text_dir: Path, n_items: int):
+    """A side: one pass of TokenDataset.__getitem__ (kappa 1, full 30 s items) over a synthetic shard,
+    returning samples/s; None if the Dataset cannot be built here."""
     try:
         from ssmttm.constants import DAC_44KHZ_N_CODEBOOKS
         from ssmttm.text.store import TextStore
@@ -111,19 +130,19 @@ def dataset_throughput(root: Path, df: pd.DataFrame, text_dir: Path, n_items: in
             "frame_rate": SAMPLE_RATE / 512, "n_codebooks": DAC_44KHZ_N_CODEBOOKS, "cardinality": 1024}
     write_shard(root / "synthetic_tokens" / "01", items, meta)
     ds = TokenDataset([root / "synthetic_tokens" / "01"], text_dir, kappa=1, split="train")
-    ds[0]
-    t = time.perf_counter()
-    for i in range(len(ds)):
-        ds[i]
-    rate = len(ds) / (time.perf_counter() - t)
-    print(f"dataset: TokenDataset (kappa 1, 2584 frames, 9-codebook shard) {rate:.0f} samples/s in one process "
-          f"over {len(ds)} items")
-    return rate
+
+    def run() -> float:
+        t = time.perf_counter()
+        for i in range(len(ds)):
+            ds[i]
+        return len(ds) / (time.perf_counter() - t)
+
+    return run
 
 
-def train_consumption(root: Path, text_dir: Path, batch: int = 4, steps: int = 3) -> float | None:
-    """Samples/s a training step consumes: the tiny Prefix SiMBA (the demo's trainer) on the same
-    synthetic shard, full 2584-frame items, forward + backward + AdamW, median of ``steps``."""
+def train_side(root: Path, text_dir: Path, batch: int = 4):
+    """A side: samples/s one training step consumes: the tiny Prefix SiMBA (the demo's trainer) on the
+    same synthetic shard, full 2584-frame items, forward + backward + AdamW."""
     try:
         import torch
 
@@ -138,29 +157,30 @@ def train_consumption(root: Path, text_dir: Path, batch: int = 4, steps: int = 3
     torch.manual_seed(0)
     lm = build_lm(from_preset("tiny", "prefix-simba", text_dim=b["text"].shape[-1], mamba_backend="torch"))
     opt = torch.optim.AdamW(lm.parameters(), lr=1e-4)
-    times = []
-    for _ in range(steps + 1):
+
+    def run() -> float:
         t = time.perf_counter()
         loss = lm.loss(lm(b["codes"], b["text"].float(), b["text_mask"]), b["codes"])
         loss.backward()
         opt.step()
         opt.zero_grad()
-        times.append(time.perf_counter() - t)
-    step = float(np.median(times[1:]))
-    rate = batch / step
-    print(f"train step: tiny prefix-simba, batch {batch} x 2588 frames: {step:.3f} s/step = {rate:.1f} samples/s consumed")
-    return rate
+        return batch / (time.perf_counter() - t)
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # 4 clips x 3 s: a real-size DAC encodes about 1 s of audio per second on 2 CPU cores, and each of
+    # the 6 calls per side (warm-up + 5 rounds) encodes them all (about 2.5 min in all).
     p.add_argument("--clips", type=int, default=4)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--repeat", type=int, default=2, help="timed passes; the fastest is reported")
     p.add_argument("--device", default="auto")
     p.add_argument("--dataset-items", type=int, default=256)
+    add_protocol_args(p, threads=2)
     args = p.parse_args(argv)
+    begin(args)
 
     import torch
 
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssmttm.tokens.tokenize import load_clip, read_caption_ids
 
     device = resolve_device(args.device)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    print(f"codec device {device}")
     with tempfile.TemporaryDirectory(prefix="tokbench.") as tmp:
         root = Path(tmp)
         manifest, df = make_corpus(root, args.clips, args.seconds, args.dataset_items)
@@ -192,21 +212,34 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         real = DacCodec(_import_dac().DAC(), device=device)  # dac's default kwargs = the 44.1 kHz model
         audios = [load_clip(real, path) for path in clips["audio_path"]]
-        overhead = time_codec("dac_44khz_random", real, clips, captions, audios, args.batch_size, args.repeat, root)
+        overhead, bare, stage = time_codec("dac_44khz_random", real, clips, captions, audios, args.batch_size,
+                                           args.rounds, args.warmup, root)
         tiny = load_codec("dac", build_tiny_dac(root / "dac_tiny.pth"), device)
-        time_codec("dac_tiny", tiny, clips, captions, audios, args.batch_size, args.repeat, root)
-        rate = dataset_throughput(root, df, text_dir, args.dataset_items) if text_dir else None
-        consumed = train_consumption(root, text_dir) if rate is not None else None
-    ok = "yes" if overhead <= 0.15 else "no"
-    rate_s = f"{rate:.1f}" if rate is not None else "n/a"
-    # A paper-size step (128 sequences, docs/reference.md §1) on a GPU consumes far fewer samples/s than
-    # the tiny CPU model measured here, so the dataset's headroom there is larger still.
-    used_s = f"{consumed:.1f}" if consumed is not None else "n/a"
-    headroom = f"{rate / consumed:.0f}" if rate is not None and consumed else "n/a"
-    print(f"overhead={overhead:.4f} target_met={ok} dataset_samples_per_s={rate_s} "
-          f"train_step_samples_per_s={used_s} dataset_headroom={headroom}")
+        overhead_tiny, _, _ = time_codec("dac_tiny", tiny, clips, captions, audios, args.batch_size,
+                                         args.rounds, args.warmup, root)
+        read = dataset_side(root, df, text_dir, args.dataset_items) if text_dir else None
+        train = train_side(root, text_dir) if read is not None else None
+        figures = {"overhead": overhead, "target_met": "yes" if overhead.median <= 0.15 else "no",
+                   "stage_over_bare": overhead.median + 1, "bare_s": bare, "stage_s": stage,
+                   "overhead_tiny_dac": overhead_tiny}
+        if read is not None and train is not None:
+            r = alternate({"dataset": read, "train": train}, args.rounds, args.warmup)
+            rate, used, headroom = r.spread("dataset"), r.spread("train"), r.ratio("dataset", "train")
+            print(f"dataset: TokenDataset (kappa 1, 2584 frames, 9-codebook shard), one process, "
+                  f"{args.dataset_items} items per pass; train step: tiny prefix-simba, batch 4 x 2588 frames")
+            print("  " + figure_line("dataset", rate, "samples/s"))
+            print("  " + figure_line("train step consumes", used, "samples/s"))
+            print("  " + figure_line("headroom, dataset / train (per round)", headroom))
+            # A paper-size step (128 sequences, docs/reference.md §1) on a GPU consumes far fewer samples/s
+            # than the tiny CPU model measured here, so the dataset's headroom there is larger still.
+            figures.update(dataset_samples_per_s=rate, train_step_samples_per_s=used, dataset_headroom=headroom)
+        else:
+            figures.update(dataset_samples_per_s="n/a", train_step_samples_per_s="n/a", dataset_headroom="n/a")
+    figures["rounds"] = args.rounds
+    print(figures_line(figures))
     return 0
 
 
 if __name__ == "__main__":
+    pin_allocator()
     raise SystemExit(main())

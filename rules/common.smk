@@ -61,6 +61,9 @@ RESYNTH = [f"resynth_k{k}" for k in EVAL["resynth_kappas"]]
 BASELINES = {name: s for name, s in config["systems"].items() if s["enabled"]}
 SYSTEMS_DIR = f"{GEN_DIR}/systems"
 SYSTEMS = list(EXPERIMENTS) + ["ground_truth"] + RESYNTH + list(BASELINES)
+# one embed_eval job per metric model with a checkpoint that a configured metric runs (ssmttm.eval.embed)
+EMBED_DIR = f"{EVAL_DIR}/embeddings/{SET}"
+EMBEDDERS = rule_params.metric_embedders(config)
 
 
 wildcard_constraints:
@@ -216,6 +219,10 @@ def metric_inputs(wildcards):
 
     metric = METRICS[wildcards.metric]
     files = {role: weight_receipt(config["evaluation"]["models"][role]) for role in metric.weights}
+    if metric.weights:
+        # ancient: the score waits for its model's embed_eval job (so it finds its clips cached and
+        # loads no model) but is not rerun when that job reruns for another system's new clips
+        files["embeddings"] = ancient(f"{EMBED_DIR}/{metric.embedder}.json")
     if metric.kind == "attributes":
         files["truth_source"] = config["source"]["requires"]
     return files

@@ -1,6 +1,7 @@
 # Evaluation (docs/reference.md §3): reference clips of the prompt set, codec re-synthesis rows,
 # then one job per (system, metric) so adding an experiment or a metric runs only its own jobs;
-# embeddings are cached per file and model (results/eval/cache), shared by metrics of one model.
+# embeddings are cached per file and model (results/eval/cache), shared by metrics of one model, and
+# filled by one embed_eval job per metric model, so each model is loaded once rather than once per score.
 # Each stage gets its settings as one JSON object (--settings) from the config's evaluation section.
 REF_DIR = f"{EVAL_DIR}/reference/{SET}"
 JAMENDO_REFERENCE = EVAL["reference"]["source"] == "jamendo"
@@ -61,6 +62,49 @@ rule resynth:
         "../envs/eval.yaml"
     shell:
         "python -m ssmttm resynth --reference {params.ref_dir:q} --settings {params.settings:q} --codec-weights {input.codec:q} --kappa {wildcards.kappa} --out-dir {params.out_dir:q} 2> {log:q}"
+
+
+# what the embed_eval jobs read: every generated set folder (experiments' seeds x steps, then the
+# baselines) and every re-synthesis set
+EMBED_SETS = [
+    gen_dir(name, seed, step) for name, seed in RUNS for step in rule_params.generate_steps(EXPERIMENTS[name])
+] + [os.path.dirname(system_set(name)) for name in BASELINES]
+RESYNTH_INDEXES = expand(rules.resynth.output[0], kappa=EVAL["resynth_kappas"])
+
+
+rule embed_eval:
+    # one job per metric model: loads it once and embeds every clip (and prompt text) that the score jobs
+    # below read into the per-file cache, so they import no model (ssmttm/eval/embed.py)
+    input:
+        unpack(rule_params.embed_models(config)),
+        reference=rules.reference_audio.output.index,
+        prompts=PROMPTS_JSON,
+        runs=[f"{GEN_DIR}/{name}/seed{seed}" for name, seed in RUNS],
+        resynth=RESYNTH_INDEXES,
+        systems=[system_set(name) for name in BASELINES],
+    output:
+        f"{EMBED_DIR}/{{embedder}}.json",
+    log:
+        f"{LOGS}/evaluate/embed_{{embedder}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/embed_{{embedder}}.tsv"
+    wildcard_constraints:
+        embedder="|".join(EMBEDDERS) or "(?!x)x",
+    params:
+        models=rule_params.embed_model_args(config),
+        settings=rule_params.stage_settings(config, "ssmttm.eval.options:EmbedSettings", "evaluation"),
+        sets=EMBED_SETS,
+        resynth=[subpath(f, parent=True) for f in RESYNTH_INDEXES],
+        ref_dir=subpath(input.reference, parent=True),
+        cache=f"{EVAL_DIR}/cache",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=device_gpus(EVAL["device"]),
+    conda:
+        "../envs/eval.yaml"
+    shell:
+        "python -m ssmttm evaluate-embed --embedder {wildcards.embedder} --model {params.models:q} --reference {params.ref_dir:q} --prompts {input.prompts:q} --set {params.sets:q} --resynth {params.resynth:q} --settings {params.settings:q} --cache-dir {params.cache:q} --out {output:q} 2> {log:q}"
 
 
 # The params every evaluate_* job shares (its rule adds the system's and the reference folder).

@@ -47,6 +47,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "external-system": ("ssmttm.generate.external", "main", "a folder of another model's clips as a scored system"),
     "reference-audio": ("ssmttm.eval.reference", "main", "fetch/cut the reference clips of the prompt set"),
     "resynth": ("ssmttm.eval.resynth", "main", "reference clips through the codec at kappa codebooks"),
+    "evaluate-embed": ("ssmttm.eval.embed", "main", "one metric model over every scored clip, into the embedding cache"),
     "evaluate": ("ssmttm.eval.evaluate", "main", "one metric on one system's audio (rows with protocol + CI)"),
     "tables": ("ssmttm.report.tables", "main", "study tables (CSV/Markdown/LaTeX) and evaluation curves"),
     "claims": ("ssmttm.report.claims", "main", "recompute the paper's data and FLOPs claims from this run"),

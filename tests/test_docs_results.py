@@ -156,16 +156,58 @@ def test_replace_block_needs_one_marker_pair():
         docs.replace_block(text + text, "x", "new")
 
 
-def test_committed_bench_block_matches_the_saved_outputs(repo):
-    """docs/performance.md shows exactly what bench/results/*.txt hold (run `make docs-results`)."""
-    page = repo / "docs" / "performance.md"
-    new = docs.render(repo, None, repo / ".snakemake" / "log")[page]
-    assert docs.extract_block(page.read_text(encoding="utf-8"), docs.BENCH) == docs.extract_block(new, docs.BENCH), (
-        "docs/performance.md is stale: run `make docs-results`")
+@pytest.mark.parametrize("page", ["docs/performance.md", "README.md"])
+def test_committed_bench_block_matches_the_saved_outputs(repo, page):
+    """docs/performance.md and README.md show exactly what bench/results/*.txt hold (run
+    `.venv/bin/python -m ssmttm docs-results --tables-dir none`, or `make docs-results` after the demo)."""
+    path = repo / page
+    new = docs.render(repo, None, repo / ".snakemake" / "log")[path]
+    assert docs.extract_block(path.read_text(encoding="utf-8"), docs.BENCH) == docs.extract_block(new, docs.BENCH), (
+        f"{page} is stale against bench/results/: run `make docs-results`")
 
 
-def test_every_saved_bench_output_ends_with_figures(repo):
-    for path in sorted((repo / "bench" / "results").glob("*.txt")):
-        last = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()][-1]
-        assert all("=" in kv for kv in last.split()), f"{path}: last line is not key=value figures"
-        assert (repo / "bench" / f"{path.stem}.py").exists()
+def test_every_saved_bench_output_follows_the_protocol(repo):
+    """First line the machine, second the protocol, last key=value figures (bench/_protocol.py)."""
+    outputs = docs.read_bench_outputs(repo / "bench" / "results")
+    for b in outputs:
+        assert b.machine.startswith("machine: ") and b.lines[1].startswith("protocol: ")
+        assert all("=" in kv for kv in b.figures)
+        assert (repo / "bench" / f"{b.name}.py").exists()
+
+
+BENCH_OUT = """machine: Some CPU, 2 cores, Linux, python 3.11.7, torch 2.13.0+cpu, device cpu, 2026-12-07
+protocol: threads=2 (torch.set_num_threads); 1 warm-up call(s) per side, then 5 rounds ...
+  round 1 ssm: 1.000 s
+  round 1 transformer: 2.000 s
+ssm / transformer (per round): 0.500 [0.450–0.550] over 5 rounds
+ratio=0.500 rounds=5
+"""
+
+
+def _bench_dir(tmp_path, text=BENCH_OUT, name="speed"):
+    (tmp_path / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "bench" / f"{name}.py").write_text("", encoding="utf-8")
+    (tmp_path / "bench" / "results" / f"{name}.txt").write_text(text, encoding="utf-8")
+    return tmp_path / "bench" / "results"
+
+
+def test_bench_block_states_date_machine_and_the_output_without_round_lines(tmp_path):
+    block = docs.bench_block(_bench_dir(tmp_path))
+    assert ("| `python bench/speed.py` | 2026-12-07: Some CPU, 2 cores, Linux, python 3.11.7, torch 2.13.0+cpu, "
+            "device cpu, 2026-12-07 | `ratio=0.500` `rounds=5` |") in block
+    assert "### speed" in block and "0.500 [0.450–0.550] over 5 rounds" in block
+    assert "round 1 ssm" not in block  # progress lines stay in the saved file
+    readme = docs.readme_bench_block(_bench_dir(tmp_path, BENCH_OUT.replace("ratio=", "ssm_over_tr=")))
+    assert "[`bench/speed.py`](docs/performance.md#speed)" in readme and "round 1" not in readme
+    assert "`ssm_over_tr=0.500` |" in readme and "rounds=5" not in readme  # the ratios alone
+
+
+@pytest.mark.parametrize("text, why", [
+    ("ratio=1\n", "line"),
+    ("x\nprotocol: p\nratio=1\n", "machine line"),
+    ("machine: m, 2026-12-07\nfigures follow\nratio=1\n", "protocol line"),
+    (BENCH_OUT.replace("ratio=0.500 rounds=5", "ratio 0.5"), "key=value"),
+])
+def test_a_bench_output_outside_the_protocol_is_refused(tmp_path, text, why):
+    with pytest.raises(docs.DocsError, match=why):
+        docs.bench_block(_bench_dir(tmp_path, text))

@@ -188,3 +188,62 @@ def assert_same_windows(a, b) -> bool:
     for u, v in zip(a, b):
         np.testing.assert_allclose(u, v, atol=2e-3)  # the same audio up to the resampler's edge
     return True
+
+
+def test_embed_job_fills_the_cache_so_score_jobs_load_no_model(world, tmp_path, monkeypatch):
+    """evaluate-embed (one job per metric model) embeds every clip and prompt text once; the score jobs
+    after it import no model and give the rows a cold score job gives."""
+    from ssmttm.eval import embed
+    from ssmttm.eval.embedders import clap as C
+    from ssmttm.eval.embedders import passt as P
+    from ssmttm.eval.options import EmbedSettings
+
+    tmp, ref, prompts, gens = world
+    C.build_tiny_roberta(tmp_path / "roberta", seed=0)
+    models = {"passt": str(P.build_tiny_passt(tmp_path / "passt.pt")),
+              "clap": str(C.build_tiny_clap(tmp_path / "clap.pt", seed=0)), "clap_text": str(tmp_path / "roberta")}
+    sets = [gens[0.01], gens[0.4]]
+    cold = {m: ev.evaluate(m, "generated", sets, ref, prompts, models, tmp_path / "cold", _settings(20))
+            for m in ("kl_passt", "clap_score")}
+
+    es = settings.resolve(EmbedSettings, given={"device": "cpu"})
+    for name in ("passt", "clap"):
+        s = embed.embed_all(name, models, ref, prompts, sets, [], tmp_path / "warm", es)
+        # 6 reference clips + 2 sets x 6 generated clips; 6 prompt texts for the text-audio model
+        assert (s["files"], s["computed"], s["cached"], s["skipped"], s["model_loaded"]) == (18, 18, 0, [], True)
+        assert s["texts"] == (6 if name == "clap" else 0) and s["protocol"]["model"] == name
+    again = embed.embed_all("passt", models, ref, prompts, sets, [], tmp_path / "warm", es)
+    assert (again["computed"], again["cached"], again["model_loaded"]) == (0, 18, False)
+
+    def no_load(self):
+        raise AssertionError(f"{self.name}: a score job loaded its model although every file was cached")
+
+    for cls in (P.PaSSTEmbedder, C.CLAPEmbedder):
+        monkeypatch.setattr(cls, "_load", no_load)
+    for metric, rows in cold.items():
+        warm = ev.evaluate(metric, "generated", sets, ref, prompts, models, tmp_path / "warm", _settings(20))
+        assert len(warm) == len(rows) == 2
+        for w, c in zip(warm, rows):
+            assert w["value"] == pytest.approx(c["value"], rel=1e-6, abs=1e-7)
+            assert {k: w[k] for k in ("n", "n_ref", "checkpoint_sha256", "duration_s")} == \
+                   {k: c[k] for k in ("n", "n_ref", "checkpoint_sha256", "duration_s")}
+    # a clip the cache does not hold (a new system) still scores: the model is loaded for it
+    monkeypatch.undo()
+    row = ev.evaluate("kl_passt", "generated", [gens[0.1]], ref, prompts, models, tmp_path / "warm", _settings(0))[0]
+    assert row["n"] == 6 and row["value"] > 0
+
+
+def test_embed_job_refuses_unknown_models_and_a_broken_checkpoint(world, tmp_path, capsys):
+    from ssmttm.eval import embed
+
+    tmp, ref, prompts, gens = world
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    out = tmp_path / "e.json"
+    base = ["--reference", str(ref), "--prompts", str(prompts), "--set", str(gens[0.1]), "--settings",
+            json.dumps({"device": "cpu"}), "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
+    with pytest.raises(SystemExit):
+        embed.main(["--embedder", "logmel", *base])  # no checkpoint: nothing to load once
+    capsys.readouterr()
+    with pytest.raises(Exception, match="broken.pt"):
+        embed.main(["--embedder", "passt", "--model", f"passt={tmp_path / 'broken.pt'}", *base])
+    assert not out.exists()

@@ -284,11 +284,13 @@ def test_adding_an_experiment_schedules_only_its_jobs(repo, demo, tmp_path):
     r = snakemake(repo, demo, "-n", "--cores", "2", "--configfile", str(repo / "config/demo.yaml"), str(extra),
                   "--", "all")
     jobs = scheduled_jobs(r.stdout + r.stderr)
-    own = [(rule, wc) for rule, wc in jobs if rule not in AGGREGATES]
+    own = [(rule, wc) for rule, wc in jobs if rule not in AGGREGATES | {"embed_eval"}]
     assert own and all("simba_extra" in wc for _, wc in own), own
     assert {rule for rule, _ in own} == {"train", "generate", "evaluate_generated"}
     metrics = config.load(repo / "config.yaml", repo / "config/demo.yaml")["evaluation"]["metrics"]
     assert sum(rule == "evaluate_generated" for rule, _ in own) == len(metrics) == 5  # one job per metric
+    # each metric model embeds the new clips in one job (loaded once); no other system's score reruns
+    assert sorted(wc for rule, wc in jobs if rule == "embed_eval") == [f"embedder={m}" for m in ("clap", "passt", "vggish")]
 
 
 def test_changing_one_setting_reruns_exactly_what_depends_on_it(repo, demo, tmp_path):
@@ -322,7 +324,9 @@ def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
     own = [(rule, wc) for rule, wc in jobs if rule not in AGGREGATES]
     assert own and all("metric=fd_clap" in wc for _, wc in own), own
     assert len(own) == 8 + 1 + 2 + 2  # eight experiments, ground truth, resynth k1 and k4, two baseline systems
-    # run two of them for real (each CLAP job spends ~10 s importing laion_clap, so not all thirteen)
+    # CLAP's embed_eval job does not rerun: its clips and texts are the ones clap_score had embedded
+    assert not [wc for rule, wc in jobs if rule == "embed_eval"]
+    # run two of them for real: from the cache, without loading CLAP
     targets = [f"results/eval/scores/song_describer/{system}/fd_clap.json" for system in ("simba_k4", "ground_truth")]
     snakemake(repo, demo, "--cores", "2", *args, "--", *targets)
     log = (demo / "results/logs/evaluate/simba_k4_fd_clap.log").read_text()

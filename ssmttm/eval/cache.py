@@ -151,3 +151,63 @@ def embed_files(
     for r in reasons:
         log.warning("skipped: %s", r)
     return out, reasons
+
+
+def uncached(embedder, paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike,
+             max_seconds: float | None = None) -> list[str]:
+    """The files of ``paths`` whose embedding (cut to ``max_seconds``) is not in the cache yet (an unreadable
+    file counts as uncached: embedding it is what names the problem). Needs only the embedder's protocol,
+    not its model: a job whose files are all cached never loads the model (:meth:`Embedder.load`)."""
+    proto = protocol_key(embedder, max_seconds)
+    out = []
+    for path in paths:
+        try:
+            hit = cache_path(cache_dir, embedder, io.sha256_file(path), proto).is_file()
+        except OSError:
+            hit = False
+        if not hit:
+            out.append(str(path))
+    return out
+
+
+def text_cache_path(cache_dir: str | os.PathLike, embedder, text: str, audio_proto: str, text_proto: dict) -> Path:
+    """Where the text embedding of ``text`` lives: keyed by the embedder's protocol and checkpoint
+    (``audio_proto``, :func:`protocol_key` without a cut), its :meth:`text_protocol` (the text tower's
+    files) and the text itself."""
+    payload = {"audio": audio_proto, "text": text_proto, "prompt": text}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return Path(cache_dir) / f"{embedder.name}-text" / key[:2] / f"{key}.npy"
+
+
+def embed_texts(embedder, texts: Sequence[str], cache_dir: str | os.PathLike) -> np.ndarray:
+    """``[B, D] float32`` text embeddings of ``texts`` through the cache
+    (``<cache_dir>/<embedder.name>-text/<key[:2]>/<key>.npy``); the model is loaded only for texts not
+    cached yet, embedded in one call."""
+    texts = list(texts)
+    if not texts:
+        return embedder.embed_text([])
+    text_proto = embedder.text_protocol()  # hashes the text tower's files once for all texts
+    audio_proto = protocol_key(embedder)
+
+    def path_of(text: str) -> Path:
+        return text_cache_path(cache_dir, embedder, text, audio_proto, text_proto)
+
+    found: dict[int, np.ndarray] = {}
+    for i, t in enumerate(texts):
+        p = path_of(t)
+        if p.is_file() and (e := _read_cached(p)) is not None and e.shape[0] == 1:
+            found[i] = e[0]
+    todo = sorted({texts[i] for i in range(len(texts)) if i not in found})
+    if todo:
+        new = np.asarray(embedder.embed_text(todo), dtype=np.float32)
+        if new.ndim != 2 or new.shape[0] != len(todo) or not np.all(np.isfinite(new)):
+            raise ValueError(f"{embedder.name}: embed_text returned shape {new.shape} or non-finite values "
+                             f"for {len(todo)} texts")
+        by_text = dict(zip(todo, new))
+        for text, e in by_text.items():
+            with io.atomic_open(path_of(text), "wb") as f:
+                np.save(f, e[None], allow_pickle=False)
+        for i, t in enumerate(texts):
+            found.setdefault(i, by_text.get(t))
+    log.info("%s text embeddings: %d texts, %d computed", embedder.name, len(texts), len(todo))
+    return np.stack([found[i] for i in range(len(texts))]).astype(np.float32)

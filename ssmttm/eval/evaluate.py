@@ -109,6 +109,19 @@ def reference_items(clips: dict[str, Path], prompts: dict[str, dict]) -> list[It
             for pid, p in prompts.items() if str(p.get("ref_id")) in clips]
 
 
+def metric_embedder(m, models: dict[str, str], device: str, lazy: bool = False):
+    """The embedder metric ``m`` runs, from ``models`` (role -> local weights path); ``lazy``: see
+    :meth:`ssmttm.eval.embedders.Embedder.load`."""
+    from ssmttm.eval.embedders import build_embedder
+
+    for role in m.weights:
+        if role not in models:
+            raise EvaluateError(f"metric {m.name} needs --model {role}=PATH")
+    aux = {"text_model": models["clap_text"]} if "clap_text" in m.weights else {}
+    weights = models.get(m.weights[0]) if m.weights else None
+    return build_embedder(m.embedder, weights, device=_device(device), lazy=lazy, **aux)
+
+
 class Scorer:
     """Computes one metric's rows; metric models are loaded once, embeddings come from the cache."""
 
@@ -125,21 +138,17 @@ class Scorer:
         self.embedder = None
         self.truth = _read_truth(s.truth) if self.m.kind == "attributes" else None
         if self.m.embedder is not None:
-            device = _device(s.device)
-            from ssmttm.eval.embedders import build_embedder
-
-            for role in self.m.weights:
-                if role not in models:
-                    raise EvaluateError(f"metric {metric} needs --model {role}=PATH")
-            aux = {"text_model": models["clap_text"]} if "clap_text" in self.m.weights else {}
-            weights = models.get(self.m.weights[0]) if self.m.weights else None
-            self.embedder = build_embedder(self.m.embedder, weights, device=device, **aux)
+            # lazy: the model is loaded only if a file (or prompt text) is not in the cache; after the
+            # embed_eval job of its model (ssmttm.eval.embed) has run, a score job imports no model at all
+            self.embedder = metric_embedder(self.m, models, s.device, lazy=True)
 
     # -- embeddings ---------------------------------------------------------------------------------
     def _embed(self, paths: list[Path]) -> dict[Path, np.ndarray]:
-        from ssmttm.eval.cache import embed_files
+        from ssmttm.eval.cache import embed_files, uncached
 
         uniq = sorted(set(paths))
+        if not self.embedder.loaded and uncached(self.embedder, uniq, self.cache_dir, self.duration_s):
+            self.embedder.load()  # now, so a broken checkpoint fails the job instead of skipping every clip
         out, _ = embed_files(self.embedder, uniq, self.cache_dir, self.duration_s)  # skipped files are logged there
         return {p: e for p, e in zip(uniq, out) if e is not None}
 
@@ -235,7 +244,9 @@ class Scorer:
         kept = [it for it in items if it.audio in emb and it.text]
         if not kept:
             return [], 0
-        text = self.embedder.embed_text([it.text for it in kept])
+        from ssmttm.eval.cache import embed_texts
+
+        text = embed_texts(self.embedder, [it.text for it in kept], self.cache_dir)
         audio = np.stack([emb[it.audio].mean(axis=0) for it in kept])
         audio = audio / np.maximum(np.linalg.norm(audio, axis=1, keepdims=True), 1e-12)
         text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
@@ -363,15 +374,10 @@ def main(argv: list[str]) -> int | None:
     args = p.parse_args(argv)
     s = settings.from_args(p, EvaluateSettings, args)
     log = logs.setup("ssmttm.evaluate")
-    from ssmttm.weight_cache import MissingWeightError, local_path
+    from ssmttm.weight_cache import MissingWeightError
 
     try:
-        models = {}
-        for spec in args.model:
-            role, sep, path = spec.partition("=")
-            if not sep:
-                raise EvaluateError(f"--model {spec!r}: expected ROLE=PATH")
-            models[role] = str(local_path(path))
+        models = parse_models(args.model)
         if args.system != "ground_truth" and not args.sets:
             raise EvaluateError(f"--system {args.system} needs --set")
         rows = evaluate(args.metric, args.system, [Path(d) for d in args.sets], Path(args.reference),
@@ -383,6 +389,19 @@ def main(argv: list[str]) -> int | None:
     io.write_json(args.out, {"rows": rows})
     log.info("%d rows -> %s", len(rows), args.out)
     return 0
+
+
+def parse_models(specs: list[str]) -> dict[str, str]:
+    """``--model ROLE=PATH ...`` -> {role: local path} (a receipt resolves to its cached file)."""
+    from ssmttm.weight_cache import local_path
+
+    models = {}
+    for spec in specs:
+        role, sep, path = spec.partition("=")
+        if not sep:
+            raise EvaluateError(f"--model {spec!r}: expected ROLE=PATH")
+        models[role] = str(local_path(path))
+    return models
 
 
 def _device(device: str) -> str:

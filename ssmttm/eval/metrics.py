@@ -46,3 +46,13 @@ METRICS: dict[str, Metric] = {
 
 # The row metrics the ``attributes`` metric produces (ssmttm.eval.attributes).
 ATTRIBUTE_ROWS = ("tempo_acc", "key_acc", "mode_acc", "drums_acc")
+
+
+def metric_for(embedder: str) -> Metric:
+    """The first registered metric that runs ``embedder`` with a checkpoint: its ``weights`` roles are the
+    model's (``ssmttm evaluate-embed --embedder``, one job per such model)."""
+    for m in METRICS.values():
+        if m.embedder == embedder and m.weights:
+            return m
+    heavy = sorted({m.embedder for m in METRICS.values() if m.weights})
+    raise ValueError(f"--embedder {embedder!r}: not a metric model with a checkpoint; one of {', '.join(heavy)}")

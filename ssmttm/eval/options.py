@@ -1,5 +1,5 @@
-"""Settings of the evaluation stages (``reference-audio``, ``resynth``, ``evaluate``): keys of the config's
-``evaluation`` section and its ``reference`` sub-section (docs/reference.md §3).
+"""Settings of the evaluation stages (``reference-audio``, ``resynth``, ``evaluate-embed``, ``evaluate``): keys
+of the config's ``evaluation`` section and its ``reference`` sub-section (docs/reference.md §3).
 
 Their defaults live in the config schema only (rules/schemas/config.schema.yaml): the Snakemake rules pass
 the resolved section as ``--settings`` JSON and a person may type the same keys as flags
@@ -63,3 +63,13 @@ class EvaluateSettings:
     kl_epsilon: float
     device: str
     truth: str | None
+
+
+@dataclass(kw_only=True)
+class EmbedSettings:
+    """``evaluate-embed``: the metric models' device (the one key of ``evaluation`` it reads, so changing the
+    bootstrap or the KL epsilon leaves the embeddings alone)."""
+
+    SCHEMA_NODES = ("evaluation",)
+
+    device: str

@@ -12,11 +12,14 @@ Nothing in a generated block is typed by hand. Each block sits between two HTML 
   its matched step (``results/tables/val_loss.json``, written by the ``val_loss`` rule,
   :mod:`ssmttm.report.valloss`);
 - ``docs/performance.md`` ``bench-results``: for each ``bench/results/<name>.txt`` (the saved output
-  of ``python bench/<name>.py``), its first line (the machine) and its last (the figures).
+  of ``python bench/<name>.py`` under the protocol of ``bench/_protocol.py``: the machine line first,
+  the protocol line second, ``key=value`` figures last), a table row (date, machine, figures) and the
+  output itself without its per-round lines; ``README.md`` ``bench-results``: the table alone.
 
 Tests render the blocks again and compare them with the committed text, so a table that no longer
 matches what the code produces fails: the bench block always (``tests/test_docs_results.py``), the
 demo blocks after the demo pipeline test has run the whole DAG (``tests/test_pipeline_demo.py``).
+``--tables-dir none`` renders the bench blocks alone (no demo run needed).
 """
 
 from __future__ import annotations
@@ -284,24 +287,96 @@ def results_block(tables_dir: Path, run: RunSummary | None, studies: tuple[str, 
 
 # --- the benches -----------------------------------------------------------------------------------
 
-def bench_block(bench_dir: Path) -> str:
-    """One row per saved bench output: its script, the machine line (first) and the figures (last)."""
-    rows = ["| bench | machine (first line of its output) | figures (last line) |", "|---|---|---|"]
-    found = sorted(Path(bench_dir).glob("*.txt"))
-    for path in found:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if not lines:
-            raise DocsError(f"{path}: empty bench output")
+@dataclass(frozen=True)
+class BenchOutput:
+    """One saved bench output (``bench/results/<name>.txt``): what ``bench/_protocol.py`` makes every bench
+    print: the machine line first, the protocol line second, ``key=value`` figures last."""
+
+    name: str
+    lines: tuple[str, ...]
+
+    @property
+    def machine(self) -> str:
+        return self.lines[0].strip()
+
+    @property
+    def date(self) -> str:
+        m = re.search(r"(\d{4}-\d{2}-\d{2})\s*$", self.machine)
+        return m.group(1) if m else "(no date)"
+
+    @property
+    def figures(self) -> list[str]:
+        return self.lines[-1].split()
+
+    def body(self) -> list[str]:
+        """The output without its per-round progress lines (``  round 3 ssm_d256: ...``; they stay in
+        the saved file)."""
+        return [ln for ln in self.lines if not _ROUND.match(ln)]
+
+
+_ROUND = re.compile(r"^\s*round \d+ ")
+_FIGURE = re.compile(r"^[a-z][a-z0-9_]*=\S+$")
+
+
+def read_bench_outputs(bench_dir: Path) -> list[BenchOutput]:
+    """Every ``bench_dir/*.txt``, checked to follow the bench protocol (a bench saved before it, or by
+    hand, is refused with the command that remakes it)."""
+    out = []
+    for path in sorted(Path(bench_dir).glob("*.txt")):
+        lines = tuple(ln.rstrip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip())
         script = f"bench/{path.stem}.py"
         if not (Path(bench_dir).parent / f"{path.stem}.py").exists():
             raise DocsError(f"{path}: no {script} made it")
-        figures = " ".join(f"`{kv}`" for kv in lines[-1].split())
-        machine = lines[0] if len(lines) > 1 else "(not printed)"
-        rows.append(f"| `python {script}` | {machine.replace('|', '/')} | {figures} |")
-    if not found:
+        redo = f"rerun it: make bench BENCHES={path.stem}"
+        if len(lines) < 3:
+            raise DocsError(f"{path}: {len(lines)} line(s); a bench prints its machine, its protocol and its figures ({redo})")
+        if not lines[0].startswith("machine: "):
+            raise DocsError(f"{path}: the first line is not the machine line ({redo})")
+        if not lines[1].startswith("protocol: "):
+            raise DocsError(f"{path}: no protocol line after the machine line: saved before bench/_protocol.py ({redo})")
+        bad = [kv for kv in lines[-1].split() if not _FIGURE.match(kv)]
+        if bad:
+            raise DocsError(f"{path}: the last line is not key=value figures: {bad[:3]} ({redo})")
+        out.append(BenchOutput(path.stem, lines))
+    return out
+
+
+def bench_table(outputs: list[BenchOutput], link: str = "", ratios_only: bool = False) -> str:
+    """One row per saved bench output: its script, when and where it ran (its first line) and its figures
+    (its last line, medians over the rounds); ``ratios_only``: the ``*_over_*`` figures alone (the
+    per-round ratios of the compared sides)."""
+    what = "ratios" if ratios_only else "figures"
+    rows = [f"| bench | measured on (first line of its output) | {what} (last line: medians over the rounds) |",
+            "|---|---|---|"]
+    for b in outputs:
+        kvs = [kv for kv in b.figures if "_over_" in kv.split("=", 1)[0]] if ratios_only else b.figures
+        figures = " ".join(f"`{kv}`" for kv in kvs)
+        machine = b.machine.removeprefix("machine: ").replace("|", "/")
+        name = f"[`bench/{b.name}.py`]({link}#{b.name})" if link else f"`python bench/{b.name}.py`"
+        rows.append(f"| {name} | {b.date}: {machine} | {figures} |")
+    if not outputs:
         rows.append("| (none saved yet) | | |")
-    return ("Saved bench outputs (`bench/results/<name>.txt`, written by `make bench`):\n\n"
-            + "\n".join(rows))
+    return "\n".join(rows)
+
+
+def bench_block(bench_dir: Path) -> str:
+    """docs/performance.md's block: the table of every saved bench output, then each output as it was
+    printed (machine, protocol, figures with their spread), per-round progress lines left out."""
+    outputs = read_bench_outputs(bench_dir)
+    parts = ["Saved bench outputs (`bench/results/<name>.txt`, written by `make bench`):", bench_table(outputs)]
+    for b in outputs:
+        parts.append(f"### {b.name}\n\n`python bench/{b.name}.py`, measured on {b.date} "
+                     f"(per-round lines: `bench/results/{b.name}.txt`):\n\n```text\n" + "\n".join(b.body()) + "\n```")
+    return "\n\n".join(parts)
+
+
+def readme_bench_block(bench_dir: Path) -> str:
+    """README.md's block: the ratios of every saved bench output, with the date and machine."""
+    outputs = read_bench_outputs(bench_dir)
+    return ("Generated from the saved bench outputs (`bench/results/`, written by `make bench`) by "
+            "`make docs-results`: the ratios of the compared sides, each the median over alternating rounds "
+            "of the per-round ratio; every figure with its spread is in [docs/performance.md](docs/performance.md).\n\n"
+            + bench_table(outputs, "docs/performance.md", ratios_only=True))
 
 
 # --- the stage ---------------------------------------------------------------------------------------
@@ -309,14 +384,15 @@ def bench_block(bench_dir: Path) -> str:
 def render(repo: Path, tables_dir: Path | None, log_dir: Path) -> dict[Path, str]:
     """New text of every docs file with a generated block (demo blocks only when ``tables_dir``)."""
     out: dict[Path, str] = {}
-    perf = repo / "docs" / "performance.md"
+    perf, readme = repo / "docs" / "performance.md", repo / "README.md"
     out[perf] = replace_block(perf.read_text(encoding="utf-8"), BENCH, bench_block(repo / "bench" / "results"),
                               str(perf))
+    out[readme] = replace_block(readme.read_text(encoding="utf-8"), BENCH,
+                                readme_bench_block(repo / "bench" / "results"), str(readme))
     if tables_dir is not None:
         run = last_complete_run(log_dir)
-        readme, results = repo / "README.md", repo / "docs" / "results.md"
-        out[readme] = replace_block(readme.read_text(encoding="utf-8"), DEMO, readme_block(tables_dir, run),
-                                    str(readme))
+        results = repo / "docs" / "results.md"
+        out[readme] = replace_block(out[readme], DEMO, readme_block(tables_dir, run), str(readme))
         out[results] = replace_block(results.read_text(encoding="utf-8"), DEMO, results_block(tables_dir, run),
                                      str(results))
     return out

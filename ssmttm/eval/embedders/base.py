@@ -41,16 +41,36 @@ class Embedder(ABC):
     sample_rate: int = 16000
     window_s: float | None = None
     hop_s: float | None = None
+    # a network read from a checkpoint: its constructor takes ``lazy`` (default False: load now)
+    has_model: bool = False
 
     def __init__(self, weights: str | os.PathLike | None, device: str = "cpu", **aux):
         self.weights = Path(weights) if weights is not None else None
         self.device = device
         self.aux = {k: v for k, v in aux.items() if v is not None}
         self._sha: str | None = None
+        self._loaded = False
+
+    def load(self) -> "Embedder":
+        """Build the network and read the checkpoint, once (:meth:`_load`). A lazy embedder (``lazy=True``)
+        has its protocol and checkpoint hash, which is all the embedding cache needs to find a file's
+        vectors, without importing its model's packages; an evaluate job whose files are all cached
+        never calls this (its model imports take longer than its arithmetic)."""
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        return self
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def _load(self) -> None:
+        """Build the model (subclasses with a network); raise EmbedderError naming the file."""
 
     @abstractmethod
     def embed(self, audio: np.ndarray) -> np.ndarray:
-        """audio: [N] float32 mono at ``self.sample_rate`` -> [frames, D] float32."""
+        """audio: [N] float32 mono at ``self.sample_rate`` -> [frames, D] float32 (loads the model first)."""
 
     @property
     def checkpoint_file(self) -> str | None:
@@ -87,9 +107,13 @@ class TextAudioEmbedder(Embedder):
         """texts -> [B, D] float32, L2-normalised."""
 
 
-def build_embedder(name: str, weights: str | os.PathLike | None, device: str = "cpu", **aux) -> Embedder:
-    """Instantiate registry entry ``name`` (imports its module only now)."""
+def build_embedder(name: str, weights: str | os.PathLike | None, device: str = "cpu", lazy: bool = False,
+                   **aux) -> Embedder:
+    """Instantiate registry entry ``name`` (imports its module only now); ``lazy``: checked and hashed but
+    not loaded until :meth:`Embedder.load` or the first :meth:`Embedder.embed`."""
     if name not in EMBEDDERS:
         raise EmbedderError(f"unknown metric model {name!r}; known: {', '.join(EMBEDDERS)}")
     module, cls = EMBEDDERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(weights, device=device, **aux)
+    cls = getattr(importlib.import_module(module), cls)
+    embedder = cls(weights, device=device, lazy=True, **aux) if cls.has_model else cls(weights, device=device, **aux)
+    return embedder if lazy else embedder.load()

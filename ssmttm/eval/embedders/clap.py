@@ -297,8 +297,9 @@ class CLAPEmbedder(TextAudioEmbedder):
     sample_rate = SAMPLE_RATE
     window_s = CLIP_SAMPLES / SAMPLE_RATE
     hop_s = None
+    has_model = True
 
-    def __init__(self, weights, device: str = "cpu", **aux):
+    def __init__(self, weights, device: str = "cpu", lazy: bool = False, **aux):
         super().__init__(weights, device=device, **aux)
         if self.weights is None:
             raise EmbedderError("clap: a checkpoint file is required (music_audioset_epoch_15_esc_90.14.pt)")
@@ -306,12 +307,27 @@ class CLAPEmbedder(TextAudioEmbedder):
             raise EmbedderError("clap: aux text_model=<local roberta-base folder> is required (the tokenizer "
                                 "and text-tower config; weights entry roberta_base)")
         self.crop_seed = int(self.aux.get("crop_seed", 0))
-        self.model, self.tokenizer = load_clap(self.weights, self.aux["text_model"], device)
+        if not lazy:
+            self.load()
+
+    def _load(self) -> None:
+        self.model, self.tokenizer = load_clap(self.weights, self.aux["text_model"], self.device)
+
+    def text_protocol(self) -> dict:
+        """What a cached text embedding depends on besides the CLAP checkpoint (whose text branch it runs):
+        the text tower's folder (config and tokenizer), by name and content hash."""
+        from ssmttm import io
+        from ssmttm.weight_cache import local_path
+
+        folder = Path(local_path(self.aux["text_model"]))
+        return {"text_model": folder.name,
+                "text_model_sha256": io.sha256_tree(folder) if folder.is_dir() else io.sha256_file(folder)}
 
     def embed(self, audio: np.ndarray) -> np.ndarray:
         """audio [N] float32 at 48 kHz -> [1, 512] float32, L2-normalised."""
         import torch
 
+        self.load()
         x = np.asarray(audio, dtype=np.float32)
         if x.ndim != 1 or len(x) == 0:
             raise EmbedderError(f"clap: expected non-empty mono audio [N], got shape {x.shape}")
@@ -329,6 +345,7 @@ class CLAPEmbedder(TextAudioEmbedder):
 
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise EmbedderError("clap: embed_text takes a list of strings")
+        self.load()
         out = []
         for i in range(0, len(texts), TEXT_BATCH):
             tok = self.tokenizer(list(texts[i:i + TEXT_BATCH]), padding="max_length", truncation=True,

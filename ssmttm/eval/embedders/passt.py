@@ -175,17 +175,23 @@ class PaSSTEmbedder(Embedder):
     sample_rate = SAMPLE_RATE
     window_s = WINDOW_S
     hop_s = HOP_S
+    has_model = True
 
-    def __init__(self, weights, device: str = "cpu", **aux):
+    def __init__(self, weights, device: str = "cpu", lazy: bool = False, **aux):
         super().__init__(weights, device=device, **aux)
         if self.weights is None:
             raise EmbedderError("passt: a checkpoint file is required (passt-s-f128-p16-s10-ap.476-swa.pt)")
-        self.model = load_passt(self.weights, device)
+        if not lazy:
+            self.load()
+
+    def _load(self) -> None:
+        self.model = load_passt(self.weights, self.device)
 
     def embed(self, audio: np.ndarray) -> np.ndarray:
         """audio [N] float32 at 32 kHz -> logits [windows, 527] float32 (windows: see module doc)."""
         import torch
 
+        self.load()
         x = np.asarray(audio, dtype=np.float32)
         if x.ndim != 1:
             raise EmbedderError(f"passt: expected mono audio [N], got shape {x.shape}")

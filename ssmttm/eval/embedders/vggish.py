@@ -246,7 +246,9 @@ class VGGishEmbedder(Embedder):
     window_s = EXAMPLE_S
     hop_s = EXAMPLE_S
 
-    def __init__(self, weights: str | os.PathLike, device: str = "cpu", **aux):
+    has_model = True
+
+    def __init__(self, weights: str | os.PathLike, device: str = "cpu", lazy: bool = False, **aux):
         super().__init__(weights, device=device, **aux)
         if self.weights is None:
             raise EmbedderError("vggish: needs a weights file (torchvggish vggish-10086976.pth)")
@@ -256,11 +258,16 @@ class VGGishEmbedder(Embedder):
         self.batch_size = int(self.aux.get("batch_size", 64))
         if self.batch_size < 1:
             raise EmbedderError(f"vggish: batch_size must be >= 1, got {self.batch_size}")
-        self.net, self.config = load_vggish(self.weights, device)
+        if not lazy:
+            self.load()
+
+    def _load(self) -> None:
+        self.net, self.config = load_vggish(self.weights, self.device)
 
     def embed(self, audio: np.ndarray) -> np.ndarray:
         import torch
 
+        self.load()
         ex = torch.from_numpy(examples(audio, self.sample_rate))[:, None]  # [E, 1, 96, 64]
         out = []
         with torch.inference_mode():
