@@ -76,7 +76,7 @@ dag: $(STAMP)
 
 # Each bench's output is saved whole (first line: the machine; last line: its figures; the protocol
 # is bench/_protocol.py's) for `make docs-results`. BENCHES="name ..." runs some.
-BENCHES ?= dag_scale tokenize_overhead backbone_speed generation_speed refiner_speed
+BENCHES ?= dag_scale tokenize_overhead backbone_speed ssm_levers generation_speed refiner_speed
 bench: $(STAMP)
 	mkdir -p bench/results
 	set -e; for b in $(BENCHES); do \

@@ -14,7 +14,11 @@ recipe (CFG 3.0, temperature 1.2, top-k 250), per-row seeds from :func:`ssmttm.r
 (2) Per-token latency at positions ``--positions`` (100, 1000, 2500) of one prompt: the time
     between consecutive ``LM.step`` calls of one generation run (the step and the sampling of one
     token), median over ``--window`` consecutive tokens from each position. The SSM's cost per token
-    is O(1) in the position; the Transformer's KV cache grows with it.
+    is O(1) in the position; the Transformer's KV cache grows with it. Reported per model, with its
+    growth from the first position to the last (per round); not as an SSM / Transformer ratio: at
+    d_model 128 both take a few milliseconds per token, mostly Python and sampling, and that ratio
+    moved by more than 10 % between two runs on the 2-core build machine (a figure that flips is not
+    a result), while each model's growth agreed.
 
 Correctness first: a greedy run (top-k 1) of both models through the cached path and the authors'
 full-recompute path (:func:`generate_naive`) must give the same tokens.
@@ -124,7 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--greedy-tokens", type=int, default=32, help="frames of the greedy cached == naive check")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (the pure-PyTorch Mamba2 either way)")
-    add_protocol_args(p, threads=2)
+    add_protocol_args(p, threads=2, rounds=7)
     args = p.parse_args(argv)
     begin(args)
 
@@ -181,10 +185,6 @@ def main(argv=None) -> int:
         r = lat.ratio(f"{n}_lat", f"{n}_lat", end, first)
         print("  " + figure_line(f"{n} latency at {end} / at {first} (per round)", r))
         last[f"{n}_latency_{end}_over_{first}"] = r
-    for pos in positions:
-        r = lat.ratio("ssm_lat", "transformer_lat", pos)
-        print("  " + figure_line(f"ssm / transformer latency at {pos} (per round)", r))
-        last[f"ssm_over_transformer_latency_p{pos}"] = r
     last["greedy_equal"] = str(all(equal.values()))
     last["d_model"] = args.d_model
     last["rounds"] = args.rounds

@@ -184,3 +184,20 @@ def test_every_bench_uses_the_protocol(script):
     # the benches timing torch in their own process pin the allocator; dag_scale times Snakemake processes
     # as a user runs them
     assert ("pin_allocator()" in text) == ("import torch" in text), script
+
+
+def test_ssm_levers_bench_compares_every_tile_with_the_default(capsys):
+    spec = importlib.util.spec_from_file_location("ssm_levers", BENCH / "ssm_levers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from ssmttm.models import mamba2
+
+    default = mamba2.CPU_SCAN_CHUNK
+    assert bench.main(["--widths", "64", "--seq", "96", "--no-compile", "--threads", "1", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = P.parse_figures(lines[-1])
+    assert lines[0].startswith("machine: ") and lines[1].startswith("protocol: ")
+    for q in (32, 128, 256):
+        assert float(figures[f"chunk{q}_over_default_d64"]) > 0
+    assert "compiled_over_default_d64" not in figures and float(figures["default_s_d64"]) > 0
+    assert mamba2.CPU_SCAN_CHUNK == default  # the sides put the module's tile back
