@@ -228,6 +228,14 @@ def metric_inputs(wildcards):
     return files
 
 
+def embed_inputs(wildcards):
+    """Input function of the embed_eval rule: the receipts of the metric model's roles, by role."""
+    from ssmttm.eval.metrics import metric_for
+
+    roles = config["evaluation"]["models"]
+    return {role: weight_receipt(roles[role]) for role in metric_for(wildcards.embedder).weights}
+
+
 def generated_runs(wildcards):
     """Input function of evaluate_generated: the experiment's generate outputs, one folder per seed."""
     return [f"{GEN_DIR}/{wildcards.exp}/seed{seed}" for seed in config["experiments"][wildcards.exp]["seeds"]]

@@ -76,7 +76,7 @@ rule embed_eval:
     # one job per metric model: loads it once and embeds every clip (and prompt text) that the score jobs
     # below read into the per-file cache, so they import no model (ssmttm/eval/embed.py)
     input:
-        unpack(rule_params.embed_models(config)),
+        unpack(embed_inputs),
         reference=rules.reference_audio.output.index,
         prompts=PROMPTS_JSON,
         runs=[f"{GEN_DIR}/{name}/seed{seed}" for name, seed in RUNS],

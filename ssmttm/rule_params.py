@@ -232,17 +232,6 @@ def metric_embedders(config: dict) -> list[str]:
     return sorted({METRICS[m].embedder for m in config["evaluation"]["metrics"] if METRICS[m].weights})
 
 
-def embed_models(config: dict) -> Callable:
-    """Input function of the ``embed_eval`` rule (wildcards: embedder): the weights receipts of the model's
-    roles, by role."""
-    from ssmttm.eval.metrics import metric_for
-
-    models = config["evaluation"]["models"]
-    weights_dir = config["weights"]["dir"]
-    return lambda wildcards: {role: f"{weights_dir}/{models[role]}.json"
-                              for role in metric_for(wildcards.embedder).weights}
-
-
 def embed_model_args(config: dict) -> Callable:
     """params function of the ``embed_eval`` rule: ``ROLE=receipt`` of each of its inputs' roles."""
     from ssmttm.eval.metrics import metric_for
