@@ -5,28 +5,30 @@ Run from the repository root: ``python bench/generation_speed.py [--d-model 128 
 Models: the real ssmttm.models LM of both variants at a small width (``--d-model``, default 128;
 the paper's Mamba2 shape ratios, pure-PyTorch Mamba2, dropout 0, random init, fp32 on ``--device``), depths
 matched in parameter count as in bench/backbone_speed.py (13 vs 12 layers unless ``--ssm-layers``).
-Decoding is :func:`ssmttm.generate.generate.generate_cached` (the ``generate`` stage's loop): the
-prompts and as many empty prompts in ONE batch through the decoding cache, the config's sampling
+Decoding is the ``generate`` stage's cached loop (:func:`ssmttm.generate.generate.generate_cached`):
+the prompts and as many empty prompts in ONE batch through the decoding cache, the config's sampling
 recipe (CFG 3.0, temperature 1.2, top-k 250), per-row seeds from :func:`ssmttm.rng.prompt_seeds`.
+Each token is timed alone: ``LM.step`` plus guidance and sampling (see :func:`lockstep`), with the
+models in LOCKSTEP, token by token, so both sides of every ratio are measured at the same moments.
+(Timed as one whole run per side, the batch-1 ratios moved by more than 10 % between two runs on the
+2-core build machine: at d_model 128 a token takes a few milliseconds, mostly Python and sampling,
+and the machine's drift between two runs of a second or more was larger than the difference.)
 
 (1) Throughput: ``--n-tokens`` frames for ``--batches`` prompts at once (1, 4, 16; each prompt is 2
-    rows with CFG); tokens/s = prompts x frames / seconds (kappa 1: a frame is one token).
-(2) Per-token latency at positions ``--positions`` (100, 1000, 2500) of one prompt: the time
-    between consecutive ``LM.step`` calls of one generation run (the step and the sampling of one
-    token), median over ``--window`` consecutive tokens from each position. The SSM's cost per token
-    is O(1) in the position; the Transformer's KV cache grows with it. Reported per model, with its
-    growth from the first position to the last (per round); not as an SSM / Transformer ratio: at
-    d_model 128 both take a few milliseconds per token, mostly Python and sampling, and that ratio
-    moved by more than 10 % between two runs on the 2-core build machine (a figure that flips is not
-    a result), while each model's growth agreed.
+    rows with CFG), from a freshly prefilled cache; tokens/s = prompts x frames / the summed token
+    times (kappa 1: a frame is one token).
+(2) Per-token latency at positions ``--positions`` (100, 1000, 2500) of one prompt: from the cache
+    of one decoding run copied at each position, ``--window`` tokens each, all positions and both
+    models interleaved; the median over the window. The SSM's cost per token is O(1) in the
+    position; the Transformer's KV cache grows with it. Reported per model, as SSM / Transformer
+    at each position, and as each model's growth from the first position to the last (per round).
 
 Correctness first: a greedy run (top-k 1) of both models through the cached path and the authors'
 full-recompute path (:func:`generate_naive`) must give the same tokens.
 
 Protocol (bench/_protocol.py): machine line first, threads pinned, one warm-up call of every side,
-then ``--rounds`` rounds alternating the sides in one process (SiMBA then Transformer at each
-batch size; then the latency runs the same way, warmed up by the throughput rounds). Ratios
-SiMBA / Transformer are per round.
+then ``--rounds`` rounds in one process, each round one lockstep call per batch size and one for
+the latencies. Ratios are per round (the two figures of one lockstep call).
 The last line holds ``key=value`` figures (medians).
 """
 
@@ -48,6 +50,7 @@ import torch  # noqa: E402
 from _protocol import add_protocol_args, alternate, begin, figure_line, figures_line, pin_allocator  # noqa: E402
 from backbone_speed import SSM, TRANSFORMER, configs, sync  # noqa: E402
 from ssmttm import settings  # noqa: E402
+from ssmttm.constants import SPECIAL_TOKEN  # noqa: E402
 from ssmttm.generate.generate import generate_cached, generate_naive  # noqa: E402
 from ssmttm.generate.sampling import SamplingConfig  # noqa: E402
 from ssmttm.models import build_lm  # noqa: E402
@@ -63,48 +66,81 @@ def prompts(text_dim: int, text_len: int, batch: int, seed: int = 0):
     return cond, [f"p{i}" for i in range(batch)], rng.standard_normal((1, text_dim)).astype(np.float32)
 
 
-def throughput_side(lm, batch: int, n_tokens: int, text_len: int, sampling, seed: int):
-    """One call: generate ``n_tokens`` frames for ``batch`` prompts; returns tokens/s (prompts x frames / s)."""
-    cond, ids, uncond = prompts(lm.cfg.text_dim, text_len, batch)
+def lockstep(lms: dict, batch: int, positions: tuple[int, ...], window: int, text_len: int, sampling, seed: int):
+    """A side that times every model at every position in LOCKSTEP; per call it returns
+    ``{(model, position): [seconds of each of the window's tokens]}``.
+
+    Set-up, untimed and once: ``batch`` prompts decoded by each model through its cache, with their
+    empty prompts in the same batch (:func:`ssmttm.generate.generate.generate_cached`'s layout and
+    recipe: CFG, temperature, top-k, per-row seeds), the cache copied when it reaches each position
+    (0: just prefilled). Per call: a fresh copy of every (model, position) cache, then ``window``
+    tokens of each, interleaved token by token over all of them (model A at 100, B at 100, A at
+    1000, ..., then the next token of each), each token timed alone: ``LM.step`` on the previous
+    token plus the guidance and sampling of the next (the work of one step of
+    :func:`ssmttm.generate.generate.decode_pattern`, without its bookkeeping of the output sequence).
+
+    Why lockstep: timed as one long run per model, a figure at position 100 and one at 2500 (or one
+    model's and the other's) came from different stretches of wall-clock time, and at d_model 128 (a
+    few ms per token, mostly Python and sampling) a shared machine's drift between stretches moved
+    the ratios by more than 10 % between two runs; interleaved per token, every figure sees the same drift."""
+    import copy
+
+    from ssmttm.generate import sampling as smp
+    from ssmttm.generate.generate import pad_states
+
+    cond, ids, uncond = prompts(next(iter(lms.values())).cfg.text_dim, text_len, batch)
     seeds = prompt_seeds(seed, ids)
 
-    device = next(lm.parameters()).device
+    def next_token(lm, cache, tok, gens):
+        logits = lm.step(torch.cat([tok, tok], dim=0), cache)  # [2B, K, 1024]: the prompts, then the empty ones
+        logits = smp.cfg_combine(logits[:batch].float(), logits[batch:].float(), sampling.cfg_scale)
+        return smp.sample(logits, sampling.temperature, sampling.top_k, gens)  # [B, K]
 
-    def run() -> float:
-        sync(device)
-        t0 = time.perf_counter()
-        generate_cached(lm, cond, uncond, n_tokens, sampling, seeds)
-        sync(device)
-        return batch * n_tokens / (time.perf_counter() - t0)
-
-    return run
-
-
-def latency_side(lm, positions: tuple[int, ...], window: int, text_len: int, sampling, seed: int):
-    """One call: one prompt generated past the last position; returns {position: median seconds per token
-    over ``window`` tokens from it}, a token's time being from one ``LM.step`` call to the next (the
-    sampling reads every token back to the host, so on a GPU each step has finished by the next call)."""
-    cond, ids, uncond = prompts(lm.cfg.text_dim, text_len, 1)
-    seeds = prompt_seeds(seed, ids)
-    n_tokens = max(positions) + window + 2
+    snapshots = {}  # (model, position) -> (cache at that position, the token to feed)
+    with torch.no_grad():
+        for name, lm in lms.items():
+            device = next(lm.parameters()).device
+            text, mask = pad_states(list(cond) + [uncond] * batch, device)
+            cache = lm.allocate_cache(2 * batch, text, mask)
+            gens = smp.make_generators(seeds, device)
+            lm.prefill(cache)
+            # the first token fed is the BOS column, as in decode_pattern
+            tok = torch.full((batch, lm.cfg.n_codebooks), SPECIAL_TOKEN, dtype=torch.long, device=device)
+            for t in range(max(positions) + 1):
+                if t in positions:
+                    snapshots[name, t] = (copy.deepcopy(cache), tok.clone())
+                tok = next_token(lm, cache, tok, gens)
 
     def run() -> dict:
-        stamps = []
-        step = lm.step
-
-        def timed_step(*a, **k):
-            stamps.append(time.perf_counter())
-            return step(*a, **k)
-
-        lm.step = timed_step  # an instance attribute: generate_cached calls lm.step(...)
-        try:
-            generate_cached(lm, cond, uncond, n_tokens, sampling, seeds)
-        finally:
-            del lm.step
-        per_token = np.diff(np.asarray(stamps))  # per_token[j]: from step j (feeds position j) to step j + 1
-        return {p: float(statistics.median(per_token[p:p + window])) for p in positions}
+        slots = []
+        for (name, p), (cache, tok) in snapshots.items():
+            lm = lms[name]
+            device = next(lm.parameters()).device
+            slots.append([(name, p), lm, copy.deepcopy(cache), tok, smp.make_generators(seeds, device), device, []])
+        with torch.no_grad():
+            for _ in range(window):
+                for slot in slots:
+                    _, lm, cache, tok, gens, device, times = slot
+                    t0 = time.perf_counter()
+                    slot[3] = next_token(lm, cache, tok, gens)
+                    sync(device)
+                    times.append(time.perf_counter() - t0)
+        return {slot[0]: slot[6] for slot in slots}
 
     return run
+
+
+def throughput_side(lms: dict, batch: int, n_tokens: int, text_len: int, sampling, seed: int):
+    """Per call: ``n_tokens`` frames of ``batch`` prompts from the start, every model in lockstep;
+    returns ``{model: tokens/s}`` (prompts x frames / the sum of the tokens' times)."""
+    run = lockstep(lms, batch, (0,), n_tokens, text_len, sampling, seed)
+    return lambda: {name: batch * n_tokens / sum(times) for (name, _), times in run().items()}
+
+
+def latency_side(lms: dict, positions: tuple[int, ...], window: int, text_len: int, sampling, seed: int):
+    """Per call: ``{(model, position): median seconds per token over window tokens}``, one prompt, lockstep."""
+    run = lockstep(lms, 1, positions, window, text_len, sampling, seed)
+    return lambda: {key: float(statistics.median(times)) for key, times in run().items()}
 
 
 def greedy_equal(lm, n_tokens: int, text_len: int, sampling, seed: int) -> bool:
@@ -149,40 +185,42 @@ def main(argv=None) -> int:
           + ", ".join(f"{n} {e}" for n, e in equal.items()), flush=True)
 
     def progress(i, name, r):
-        shown = (", ".join(f"at {k}: {1e3 * v:.2f} ms" for k, v in r.items()) if isinstance(r, dict)
-                 else f"{r:.1f} tokens/s")
+        shown = ", ".join(f"{k[0]} at {k[1]}: {1e3 * v:.2f} ms" if isinstance(k, tuple) else f"{k}: {v:.1f} tokens/s"
+                          for k, v in r.items())
         print(f"  round {i + 1} {name}: {shown}", flush=True)
 
-    sides = {f"{n}_b{b}": throughput_side(m, b, args.n_tokens, args.text_len, sampling, args.seed)
-             for b in args.batches for n, m in models.items()}
+    sides = {f"b{b}": throughput_side(models, b, args.n_tokens, args.text_len, sampling, args.seed)
+             for b in args.batches}
     thr = alternate(sides, args.rounds, args.warmup, on_call=progress)
     positions = tuple(args.positions)
-    lat_sides = {f"{n}_lat": latency_side(m, positions, args.window, args.text_len, sampling, args.seed)
-                 for n, m in models.items()}
-    # The throughput rounds above ran the same models through the same loop: they are the latency runs'
-    # warm-up (a run to position 2500 takes about 20 s per model on 2 CPU cores).
-    print("latency runs: warmed up by the throughput rounds above (same models, same decoding loop)", flush=True)
-    lat = alternate(lat_sides, args.rounds, args.warmup, warm=(), on_call=progress)
-
+    # Decoding each model to the last position (the caches each round starts from) also warms them up.
+    print(f"latency runs: every model at every position in lockstep, token by token, from caches decoded once "
+          f"to positions {', '.join(map(str, positions))}", flush=True)
+    lat = alternate({"lockstep": latency_side(models, positions, args.window, args.text_len, sampling, args.seed)},
+                    args.rounds, args.warmup, on_call=progress)
     last: dict = {}
     print(f"throughput, {args.n_tokens} frames per call (tokens/s = prompts x frames / s):")
     for b in args.batches:
         for n in models:
-            s = thr.spread(f"{n}_b{b}")
+            s = thr.spread(f"b{b}", n)
             print("  " + figure_line(f"{n} batch {b}", s, "tokens/s"))
             last[f"tok_s_{n}_b{b}"] = s
-        r = thr.ratio(f"ssm_b{b}", f"transformer_b{b}")
+        r = thr.ratio(f"b{b}", f"b{b}", "ssm", "transformer")
         print("  " + figure_line(f"ssm / transformer tokens/s, batch {b} (per round)", r))
         last[f"ssm_over_transformer_tok_s_b{b}"] = r
-    print(f"per-token latency, batch 1 (median over {args.window} tokens from each position):")
+    print(f"per-token latency, batch 1, lockstep (median over {args.window} tokens from each position):")
     for n in models:
         for pos in positions:
-            ms = lat.spread(f"{n}_lat", pos).scaled(1e3)
+            ms = lat.spread("lockstep", (n, pos)).scaled(1e3)
             print("  " + figure_line(f"{n} at {pos}", ms, "ms"))
             last[f"lat_ms_{n}_p{pos}"] = ms
+    for pos in positions:
+        r = lat.ratio("lockstep", "lockstep", ("ssm", pos), ("transformer", pos))
+        print("  " + figure_line(f"ssm / transformer latency at {pos} (per round)", r))
+        last[f"ssm_over_transformer_latency_p{pos}"] = r
     first, end = positions[0], positions[-1]
     for n in models:
-        r = lat.ratio(f"{n}_lat", f"{n}_lat", end, first)
+        r = lat.ratio("lockstep", "lockstep", (n, end), (n, first))
         print("  " + figure_line(f"{n} latency at {end} / at {first} (per round)", r))
         last[f"{n}_latency_{end}_over_{first}"] = r
     last["greedy_equal"] = str(all(equal.values()))

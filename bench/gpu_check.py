@@ -506,24 +506,24 @@ def generate_part(args, env: Env) -> Outcome:
     cfgs = {"ssm": from_preset(args.size, SSM, dropout=0.0, mamba_backend=env.backend),
             "transformer": from_preset(args.size, TRANSFORMER, dropout=0.0)}
     models = {n: build_lm(cfg, device=device).eval() for n, cfg in cfgs.items()}
-    print(f"generate: cached decoding (generate_cached), fp32 as the generate stage, {n_tokens} frames per call "
+    print(f"generate: cached decoding (the generate stage's step: LM.step, CFG, sampling; models in lockstep), fp32, {n_tokens} frames per call "
           f"(positions 0..{n_tokens - 1}), batches {batches} prompts (2 rows each with CFG), CFG {sampling.cfg_scale}, "
           f"temperature {sampling.temperature}, top-k {sampling.top_k}; "
           + "; ".join(f"{m.cfg.variant} {m.cfg.n_layers} layers {m.num_parameters() / 1e6:.2f}M params"
                       for m in models.values()) + f"; Mamba2 backend {env.backend}", flush=True)
-    sides = {f"{n}_b{b}": throughput_side(m, b, n_tokens, args.text_len, sampling, 0)
-             for b in batches for n, m in models.items()}
-    rounds = alternate(sides, args.rounds, args.warmup,
-                       on_call=lambda i, n, r: print(f"  round {i + 1} {n}: {r:.1f} tokens/s", flush=True))
+    # both models in lockstep, token by token, per batch size (bench/generation_speed.py's throughput side)
+    sides = {f"b{b}": throughput_side(models, b, n_tokens, args.text_len, sampling, 0) for b in batches}
+    rounds = alternate(sides, args.rounds, args.warmup, on_call=lambda i, n, r: print(
+        f"  round {i + 1} {n}: " + ", ".join(f"{m}: {v:.1f} tokens/s" for m, v in r.items()), flush=True))
     del models, sides
     free(device)
     figures = {}
     for b in batches:
         for n in ("ssm", "transformer"):
-            s = rounds.spread(f"{n}_b{b}")
+            s = rounds.spread(f"b{b}", n)
             print("  " + figure_line(f"{n} batch {b}", s, "tokens/s"))
             figures[f"gen_tok_s_{n}_b{b}"] = s
-        r = rounds.ratio(f"ssm_b{b}", f"transformer_b{b}")
+        r = rounds.ratio(f"b{b}", f"b{b}", "ssm", "transformer")
         print("  " + figure_line(f"ssm / transformer tokens/s, batch {b} (per round)", r))
         figures[f"gen_ssm_over_transformer_b{b}"] = r
     figures["gen_tokens"] = n_tokens

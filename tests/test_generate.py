@@ -313,7 +313,7 @@ def test_bench_runs_and_checks_equality(repo, capsys):
     figures = dict(kv.split("=") for kv in lines[-1].split())
     assert rc == 0 and lines[0].startswith("machine: ") and figures["greedy_equal"] == "True"
     for key in ("tok_s_ssm_b1", "tok_s_transformer_b2", "ssm_over_transformer_tok_s_b2", "lat_ms_ssm_p10",
-                "ssm_latency_10_over_4", "transformer_latency_10_over_4"):
+                "ssm_over_transformer_latency_p4", "ssm_latency_10_over_4", "transformer_latency_10_over_4"):
         assert float(figures[key]) > 0, key
 
 
