@@ -46,6 +46,7 @@ include: "rules/refiner.smk"
 include: "rules/generate.smk"
 include: "rules/plots.smk"
 include: "rules/eval.smk"
+include: "rules/listening.smk"
 include: "rules/report.smk"
 
 
@@ -64,3 +65,4 @@ rule all:
         rules.tables.output,
         rules.claims.output,
         rules.report_pages.output,
+        rules.listening.input,

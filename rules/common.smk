@@ -1,10 +1,11 @@
 # Shared wiring: the paths every stage's rules agree on, views of the validated config, and the input
 # and params functions that connect config to rules. Everything a rule file uses from another stage is
 # defined here, so no rule file depends on the order of the includes.
+import os
 import re
 
 from ssmttm import rule_params
-from ssmttm.config import shard_ids
+from ssmttm.config import listening_systems, shard_ids
 from ssmttm.data.sources import get_source, metadata_files
 
 SHARDS = shard_ids(config)
@@ -249,3 +250,81 @@ def optional_input(flag, name):
         return [flag, *files] if files else []
 
     return args
+
+
+# listening tests (rules/listening.smk)
+LISTEN_DIR = f"{RESULTS}/listening"
+LISTEN_TESTS = {name: t for name, t in config["listening"]["tests"].items() if t["enabled"]}
+
+
+def listening_set(system):
+    """(what the kit job waits for, the set's index.json) of a system a listening test rates, e.g. an experiment's
+    first seed at its last generated step, a config system, the reference clips or a re-synthesis set."""
+    kind = listening_systems(config)[system]
+    if kind == "experiment":
+        e = EXPERIMENTS[system]
+        seed, step = e["seeds"][0], max(rule_params.generate_steps(e))
+        return f"{GEN_DIR}/{system}/seed{seed}", f"{gen_dir(system, seed, step)}/index.json"
+    if kind == "system":
+        return system_set(system), system_set(system)
+    if kind == "ground_truth":
+        return f"{EVAL_DIR}/reference/{SET}/index.json", f"{EVAL_DIR}/reference/{SET}/index.json"
+    index = f"{EVAL_DIR}/resynth/{SET}/k{system[len('resynth_k'):]}/index.json"
+    return index, index
+
+
+def listening_kit_inputs(wildcards):
+    """Input function of listening_kit: each rated system's generate run folder or set index, by system."""
+    return {system: listening_set(system)[0] for system in LISTEN_TESTS[wildcards.test]["systems"]}
+
+
+def listening_system_args(wildcards):
+    """`listening-kit --system` values: <system>=<its set's index.json>."""
+    return [f"{system}={listening_set(system)[1]}" for system in LISTEN_TESTS[wildcards.test]["systems"]]
+
+
+def listening_scripted_raters(wildcards):
+    return LISTEN_TESTS[wildcards.test]["ratings"]["scripted_raters"]
+
+
+def listening_seed(wildcards):
+    return LISTEN_TESTS[wildcards.test]["seed"]
+
+
+def listening_ratings(test):
+    """What listening_results reads for ``test``: the scripted raters' database, the rating app's database,
+    or every ratings JSON file in ratings.dir (listed when the DAG is built: add files, rerun)."""
+    r = LISTEN_TESTS[test]["ratings"]
+    if r["source"] == "scripted":
+        return {"db": f"{LISTEN_DIR}/{test}/scripted.sqlite"}
+    if r["source"] == "server":
+        return {"db": f"{LISTEN_DIR}/{test}/ratings.sqlite"}
+    folder = r["dir"]
+    return {
+        "json": (
+            sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".json"))
+            if os.path.isdir(folder)
+            else []
+        )
+    }
+
+
+def listening_ready(test):
+    """True when ``test`` has ratings to analyse: scripted (made by a rule), or a database / ratings files
+    that people's ratings have filled (until then the `listening` target builds the kit only)."""
+    ratings = listening_ratings(test)
+    if LISTEN_TESTS[test]["ratings"]["source"] == "scripted":
+        return True
+    return bool(ratings.get("json")) or ("db" in ratings and os.path.isfile(ratings["db"]))
+
+
+def listening_ratings_input(wildcards):
+    ratings = listening_ratings(wildcards.test)
+    return ratings.get("json") or [ratings["db"]]
+
+
+def listening_ratings_args(wildcards, input):
+    """`listening-results` arguments naming the ratings: --db <file> or --ratings-json <files>."""
+    if LISTEN_TESTS[wildcards.test]["ratings"]["source"] == "files":
+        return ["--ratings-json", *input.ratings]
+    return ["--db", *input.ratings]

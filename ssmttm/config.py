@@ -95,8 +95,52 @@ def _semantic_errors(cfg: dict) -> list[str]:
     errors += _evaluation_errors(cfg, models)
     errors += _system_errors(cfg, models)
     errors += _import_errors(cfg, models)
+    errors += _listening_errors(cfg)
     if cfg["licenses"]["preset"] == "custom" and not cfg["licenses"].get("allow"):
         errors.append("config key licenses.allow: must list at least one licence when licenses.preset is custom")
+    return errors
+
+
+def listening_systems(cfg: dict) -> dict[str, str]:
+    """Every name a listening test may rate -> its kind: an enabled experiment (``experiment``), an enabled
+    config system (``system``), ``ground_truth`` (the reference clips) or ``resynth_k<k>`` (``resynth``)."""
+    names = {n: "experiment" for n, e in cfg["experiments"].items() if e["enabled"]}
+    names.update({n: "system" for n, s in cfg["systems"].items() if s["enabled"]})
+    names["ground_truth"] = "ground_truth"
+    names.update({f"resynth_k{k}": "resynth" for k in cfg["evaluation"]["resynth_kappas"]})
+    return names
+
+
+def _listening_errors(cfg: dict) -> list[str]:
+    """A listening test rates known systems, asks questions its attention check can refer to, and reads
+    its ratings from a folder when the source is files."""
+    errors = []
+    known = listening_systems(cfg)
+    for name, t in cfg["listening"]["tests"].items():
+        if not t["enabled"]:
+            continue
+        key = f"listening.tests.{name}"
+        for system in t["systems"]:
+            if system not in known:
+                errors.append(f"config key {key}.systems: {system!r} is not an enabled experiment, an enabled "
+                              f"config system, ground_truth or a resynth_k<kappa> of evaluation.resynth_kappas "
+                              f"(known: {sorted(known)})")
+        qids = [q["id"] for q in t["questions"]]
+        if len(set(qids)) != len(qids):
+            errors.append(f"config key {key}.questions: duplicate ids {qids}")
+        for q in t["questions"]:
+            lo, hi = q.get("min", 1), q.get("max", 5)
+            if hi <= lo:
+                errors.append(f"config key {key}.questions ({q['id']}): max {hi} must exceed min {lo}")
+            elif q.get("labels") and len(q["labels"]) != hi - lo + 1:
+                errors.append(f"config key {key}.questions ({q['id']}): {len(q['labels'])} labels for the "
+                              f"{hi - lo + 1} scores {lo}..{hi}")
+        att = t["attention"]
+        if att["count"] and att["question"] not in qids:
+            errors.append(f"config key {key}.attention.question: {att['question']!r} is not one of the "
+                          f"questions {qids}")
+        if t["ratings"]["source"] == "files" and not t["ratings"]["dir"]:
+            errors.append(f"config key {key}.ratings.dir: required when ratings.source is files")
     return errors
 
 

@@ -30,6 +30,8 @@ STAGES: dict[str, list[str]] = {
     # evaluation: reference audio (yt-dlp), codec re-synthesis, metric models, librosa attributes
     "eval": BASE + ["torch", "descript-audio-codec", "transformers", "tokenizers", "safetensors", "librosa",
                     "laion-clap", "hear21passt", "timm", "frechet-audio-distance", "yt-dlp", "markdown"],
+    # listening tests: the kit (loudness), the rating app, the MOS tables and plot
+    "listen": BASE + ["flask", "pyloudnorm", "scipy", "matplotlib", "markdown"],
     # the demo mirror builds tiny weights of every model class the demo loads
     "demo": BASE + ["torch", "demucs", "descript-audio-codec", "transformers", "tokenizers", "safetensors",
                     "laion-clap", "hear21passt", "timm"],

@@ -253,3 +253,16 @@ def evaluate_settings(config: dict) -> Callable:
         return settings_json(EvaluateSettings, {k: v for k, v in ev.items() if only.get(k, kind) == kind})
 
     return params
+
+
+# --- listening tests ------------------------------------------------------------------------------------
+
+
+def listening_settings(config: dict) -> Callable:
+    """params function of the listening rules (wildcards: test): the test's section as ``--settings``."""
+    from ssmttm.listen.options import ListeningSettings
+
+    def params(wildcards) -> str:
+        return settings_json(ListeningSettings, config["listening"]["tests"][wildcards.test])
+
+    return params

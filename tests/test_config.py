@@ -138,6 +138,27 @@ def test_evaluation_and_study_checks(paper):
     assert "evaluation.truth: metric 'attributes' needs a truth table" in msg
 
 
+def test_listening_checks(paper):
+    """A listening test names systems the pipeline makes clips for, questions its attention check can use,
+    and a folder when its ratings come as files; each mistake names its key."""
+    t = paper["listening"]["tests"]["paper"]
+    t["systems"] = ["simba_k1", "simba_k16", "resynth_k9", "resynth_k2"]
+    t["questions"] = [{"id": "ovl", "text": "Quality", "min": 1, "max": 5, "labels": ["a", "b"]},
+                      {"id": "ovl", "text": "Again", "min": 3, "max": 3}]
+    t["attention"]["question"] = "rel"
+    t["ratings"]["source"] = "files"
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(copy.deepcopy(paper))
+    msg = str(e.value)
+    assert "listening.tests.paper.systems: 'simba_k16' is not an enabled experiment" in msg
+    assert "'resynth_k2' is not" in msg and "'resynth_k9' is not" not in msg
+    assert "listening.tests.paper.questions: duplicate ids ['ovl', 'ovl']" in msg
+    assert "listening.tests.paper.questions (ovl): 2 labels for the 5 scores 1..5" in msg
+    assert "listening.tests.paper.questions (ovl): max 3 must exceed min 3" in msg
+    assert "listening.tests.paper.attention.question: 'rel' is not one of the questions" in msg
+    assert "listening.tests.paper.ratings.dir: required when ratings.source is files" in msg
+
+
 def test_refiner_checks(paper):
     paper["experiments"]["simba_k4"]["refiner"] = "refiner"  # kappa 4, the refiner completes kappa 1
     paper["experiments"]["simba_k9"]["refiner"] = "refinr"

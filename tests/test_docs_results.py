@@ -125,6 +125,26 @@ def test_results_block_ends_with_the_validation_loss(tmp_path):
         "- curves, simba_k1 − transformer_k1: −0.40, 95 % Welch CI [−0.82, 0.02], includes 0.")
 
 
+def test_demo_blocks_end_with_the_listening_tests_mos_tables(tmp_path):
+    """results/listening/<test>/results/{mos,pairwise}.md beside results/tables: the README gets the MOS table
+    and its first note, docs/results.md both tables with their notes; no listening results, no section."""
+    (tmp_path / "tables").mkdir()
+    tables = _tables(tmp_path / "tables")
+    assert "Listening test" not in docs.readme_block(tables, None)
+    out = tmp_path / "listening" / "demo" / "results"
+    out.mkdir(parents=True)
+    (out / "mos.md").write_text("# Listening test demo: mean opinion scores\n\n| System | OVL (95 % CI) |\n|---|---|\n"
+                                "| a | 3.00 [2.50, 3.50] |\n\n- Scripted raters.\n- 5 raters kept.\n", encoding="utf-8")
+    (out / "pairwise.md").write_text("# Listening test demo: pairwise differences\n\n| Question | A |\n|---|---|\n"
+                                     "| OVL | a |\n", encoding="utf-8")
+    readme = docs.readme_block(tables, None)
+    assert readme.endswith("| System | OVL (95 % CI) |\n|---|---|\n| a | 3.00 [2.50, 3.50] |\n\n- Scripted raters.")
+    assert "Listening test `demo`" in readme and "5 raters kept" not in readme
+    results = docs.results_block(tables, None, ("variants",))
+    assert results.index("#### Validation loss over seeds") < results.index("# Listening test demo: mean opinion")
+    assert results.endswith("| OVL | a |") and "- 5 raters kept." in results
+
+
 def test_number_format_follows_the_interval():
     assert docs.mean_ci({"mean": 5.123456, "half_width": 0.0312, "n_seeds": 3}) == "5.123 ± 0.031"
     assert docs.mean_ci({"mean": 5.1, "half_width": 1.3, "n_seeds": 3}) == "5.10 ± 1.30"

@@ -199,9 +199,10 @@ def scheduled_jobs(output: str) -> list[tuple[str, str]]:
 
 
 # embed_eval: one job per metric model over every system's clips, so new clips rerun it (it embeds only
-# those); the other systems' score jobs read its summary as ancient() and do not rerun
+# those); the other systems' score jobs read its summary as ancient() and do not rerun. The listening test
+# rates several systems' clips: a rated system's new clips rebuild its kit, ratings and tables.
 AGGREGATES = {"tables", "report_pages", "loss_curves", "val_loss", "all", "evaluate_all", "train_all", "generate_all",
-              "embed_eval"}
+              "embed_eval", "listening_kit", "listening_scripted", "listening_results", "listening"}
 
 
 def test_evaluation_tables_cover_every_system(demo):
@@ -278,6 +279,29 @@ def test_html_report_embeds_tables_licences_and_audio(repo, demo):
     snakemake(repo, demo, "--report", "report.html")
     html = (demo / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "curves_vs_steps.png" in html and "licences.html" in html
+    assert "mos.png" in html and "mos.html" in html  # the listening test's MOS plot and tables
+
+
+def test_listening_test_kit_ratings_and_mos(repo, demo):
+    """The demo's listening test: 3 systems x 4 prompts in an anonymous kit, scripted raters through the
+    rating app (the last fails the attention check), MOS per system and question."""
+    import json
+    import sqlite3
+
+    test = demo / "results/listening/demo"
+    key = json.loads((test / "key.json").read_text())
+    tests = config.load(repo / "config.yaml", repo / "config/demo.yaml")["listening"]["tests"]
+    systems = tests["demo"]["systems"]
+    assert sorted(key["systems"]) == sorted(systems) and len(key["prompt_ids"]) == 4
+    served = b"".join(p.read_bytes() for p in (test / "kit").rglob("*") if p.is_file())
+    assert not [s for s in systems if s.encode() in served]
+    conn = sqlite3.connect(test / "scripted.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM ratings WHERE played = 1").fetchone()[0] == 6 * 9 * 2
+    conn.close()
+    summary = json.loads((test / "results/summary.json").read_text())
+    assert summary["raters"]["failed"] == 1 and summary["raters"]["kept"] == 5
+    mos = (test / "results/mos.csv").read_text()
+    assert all(s in mos for s in systems)
 
 
 def test_adding_an_experiment_schedules_only_its_jobs(repo, demo, tmp_path):

@@ -11,6 +11,9 @@ Nothing in a generated block is typed by hand. Each block sits between two HTML 
   ``claims`` rules wrote them (``results/tables/<study>.md``), then every study's validation loss at
   its matched step (``results/tables/val_loss.json``, written by the ``val_loss`` rule,
   :mod:`ssmttm.report.valloss`);
+- both demo blocks end with the listening tests' MOS tables (``results/listening/<test>/results/``,
+  written by the ``listening_results`` rule; the README the MOS table, docs/results.md with the
+  pairwise table and the notes);
 - ``docs/performance.md`` ``bench-results``: for each ``bench/results/<name>.txt`` (the saved output
   of ``python bench/<name>.py`` under the protocol of ``bench/_protocol.py``: the machine line first,
   the protocol line second, ``key=value`` figures last), a table row (date, machine, figures) and the
@@ -155,9 +158,11 @@ def readme_block(tables_dir: Path, run: RunSummary | None) -> str:
     table = select_columns(study_markdown(tables_dir, SUMMARY_STUDY), SUMMARY_COLUMNS,
                            str(Path(tables_dir) / f"{SUMMARY_STUDY}.md"), strip_marks=True)
     val = val_loss_bullet(load_val_loss(tables_dir), VAL_LOSS_STUDY, str(Path(tables_dir) / VAL_LOSS_FILE))
+    listening = listening_readme(tables_dir)
     return (f"{when} Variant comparison (tiny models, mean ± sd over seeds; the full tables and how to "
             f"read them: [docs/results.md](docs/results.md)):\n\n{table}\n\n"
-            f"Validation loss of the SSM against the Transformer (the curves study):\n\n{val}")
+            f"Validation loss of the SSM against the Transformer (the curves study):\n\n{val}"
+            + (f"\n\n{listening}" if listening else ""))
 
 
 # --- the validation loss over seeds (results/tables/val_loss.json) ---------------------------------
@@ -282,6 +287,40 @@ def results_block(tables_dir: Path, run: RunSummary | None, studies: tuple[str, 
     if shared:
         parts.append("#### Notes to every table above\n\n" + "\n".join(shared))
     parts.append(val_loss_section(load_val_loss(tables_dir), studies))
+    listening = listening_results(tables_dir)
+    if listening:
+        parts.append(listening)
+    return "\n\n".join(parts)
+
+
+# --- the listening tests (results/listening/<test>/results/) ---------------------------------------
+
+def listening_tables(tables_dir: Path) -> list[tuple[str, str, str]]:
+    """(test, mos.md, pairwise.md) of every listening test with results beside the tables
+    (``results/listening/<test>/results/``), by test name."""
+    root = Path(tables_dir).parent / "listening"
+    out = []
+    for mos in sorted(root.glob("*/results/mos.md")):
+        pairwise = mos.with_name("pairwise.md")
+        out.append((mos.parent.parent.name, mos.read_text(encoding="utf-8").strip(),
+                    pairwise.read_text(encoding="utf-8").strip() if pairwise.is_file() else ""))
+    return out
+
+
+def listening_readme(tables_dir: Path) -> str:
+    """The README's lines: each test's MOS table and its first note (who rated), or nothing."""
+    parts = []
+    for test, mos, _ in listening_tables(tables_dir):
+        body, notes = _split_notes(mos)
+        table = "\n".join(ln for ln in body if ln.startswith("|"))
+        parts.append(f"Listening test `{test}` (MOS with 95 % bootstrap intervals; [docs/listening.md]"
+                     f"(docs/listening.md)):\n\n{table}" + (f"\n\n{notes[0]}" if notes else ""))
+    return "\n\n".join(parts)
+
+
+def listening_results(tables_dir: Path) -> str:
+    """docs/results.md's section: every test's MOS and pairwise tables with their notes, or nothing."""
+    parts = [f"{mos}\n\n{pairwise}".strip() for _, mos, pairwise in listening_tables(tables_dir)]
     return "\n\n".join(parts)
 
 
