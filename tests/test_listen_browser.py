@@ -208,11 +208,20 @@ def click(drv, css: str) -> None:
         drv.execute_script("const e = arguments[0]; (e.labels && e.labels[0] || e).click();", el)
 
 
-def rate_item(drv, k: int, n: int, item: dict, scores: dict) -> float:
-    """Hear item k to its end, answer every question, submit. Returns the seconds from play() to unlock."""
+def rate_item(drv, k: int, n: int, item: dict, scores: dict, seek_first: bool = False) -> float:
+    """Hear item k to its end, answer every question, submit. Returns the seconds from play() to unlock.
+    ``seek_first``: first drag the clip to its end and play the last moment, which must not unlock."""
     s = wait_for(drv, f"item {k} / {n} (clip {item['clip']})", on_item(k, n, item))
     assert s["radios"] == sum(q["max"] - q["min"] + 1 for q in QUESTIONS), s
     assert s["enabled"] == 0 and not s["submit"], f"scores open before the clip was heard: {s}"
+    if seek_first:
+        end = time.monotonic() + WAIT_S
+        while drv.execute_script("return document.getElementById('player').readyState") < 1:
+            assert time.monotonic() < end, "the clip's metadata never loaded"
+            time.sleep(0.05)
+        drv.execute_script("const p = document.getElementById('player'); p.currentTime = p.duration - 0.05; p.play();")
+        s = wait_for(drv, "the skip to the end to be refused", lambda s: "whole clip" in s["error"])
+        assert s["enabled"] == 0 and not s["submit"], f"skipping to the end unlocked the scores: {s}"
 
     drv.execute_script("document.getElementById('player').play()")
     t0 = time.monotonic()
@@ -292,7 +301,7 @@ def test_rater_session_in_a_real_browser(driver, kit, server):
 
     timings = []
     for k in (1, 2):
-        timings.append(rate_item(driver, k, n, items[k - 1], BROWSER_SCORES[k - 1]))
+        timings.append(rate_item(driver, k, n, items[k - 1], BROWSER_SCORES[k - 1], seek_first=k == 1))
     # The second submission has reached the server once the page moves on to item 3.
     wait_for(driver, "item 3 after two submissions", on_item(3, n, items[2]))
     pages.append(("rating page", driver.page_source))

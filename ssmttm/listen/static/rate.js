@@ -212,9 +212,44 @@
       updateDownload();
     }
 
-    // Answers unlock only when the clip has played to its end; played is true only then.
+    // Answers unlock only when the clip has played to its end AND was heard: each step of the playback
+    // position while playing earns at most the wall-clock time it took (plus SLACK_S), so dragging the
+    // slider to the end, paused or playing, earns next to nothing.
+    const HEARD_FRACTION = 0.9;
+    const SLACK_S = 0.05;
+    let heard = 0;
+    let last = 0;
+    let lastWall = 0;
+    function listen(final) {
+      const t = player.currentTime;
+      const now = performance.now();
+      const d = t - last;
+      const wall = ((now - lastWall) / 1000) * (player.playbackRate || 1);
+      if ((final || !player.paused) && d > 0) heard += Math.min(d, wall + SLACK_S);
+      last = t;
+      lastWall = now;
+    }
+    player.addEventListener("loadstart", () => {
+      heard = 0;
+      last = 0;
+      lastWall = performance.now();
+    });
+    player.addEventListener("play", () => {
+      last = player.currentTime;
+      lastWall = performance.now();
+    });
+    player.addEventListener("timeupdate", () => listen(false));
     player.addEventListener("ended", () => {
       if (!current) return;
+      listen(true);
+      if (!(heard >= HEARD_FRACTION * player.duration)) {
+        showError("Please listen to the whole clip before rating it (it starts again from the beginning).");
+        heard = 0;
+        player.currentTime = 0;
+        last = 0;
+        return;
+      }
+      showError("");
       current.played = true;
       for (const r of radios()) r.disabled = false;
       updateSubmit();
