@@ -20,7 +20,7 @@ rule listening_kit:
     benchmark:
         f"{BENCH}/listening/{{test}}_kit.tsv"
     params:
-        settings=rule_params.listening_settings(config),
+        settings=rule_params.listening_settings(config, "KitSettings"),
         systems=listening_system_args,
         out_dir=subpath(output.key, parent=True),
     threads: 1

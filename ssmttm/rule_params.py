@@ -258,11 +258,14 @@ def evaluate_settings(config: dict) -> Callable:
 # --- listening tests ------------------------------------------------------------------------------------
 
 
-def listening_settings(config: dict) -> Callable:
-    """params function of the listening rules (wildcards: test): the test's section as ``--settings``."""
-    from ssmttm.listen.options import ListeningSettings
+def listening_settings(config: dict, cls_name: str = "ListeningSettings") -> Callable:
+    """params function of the listening rules (wildcards: test): the test's section as ``--settings``, cut to
+    ``cls_name``'s fields (``KitSettings`` for the kit, so an analysis setting does not rebuild it)."""
+    from ssmttm.listen import options
+
+    cls = getattr(options, cls_name)
 
     def params(wildcards) -> str:
-        return settings_json(ListeningSettings, config["listening"]["tests"][wildcards.test])
+        return settings_json(cls, config["listening"]["tests"][wildcards.test])
 
     return params

@@ -238,3 +238,16 @@ def test_every_kit_built_is_kept_in_the_history(world):
         assert hashlib.sha256((kept / "plan.json").read_bytes()).hexdigest() == sha
         assert json.loads((kept / "key.json").read_text())["format"] == "ssmttm-listening-key/1"
         assert (kept / "kit.json").is_file()
+
+
+def test_the_kit_id_follows_the_audio_under_the_same_ids(world):
+    """Regenerated clips under the same seed and settings keep their ids, but plan.json's kit_id (and so the
+    plan's hash, which the ratings database is bound to) changes."""
+    tmp, idx = world
+    assert kit.main(_argv(idx, tmp / "a")) == 0
+    wav = tmp / "gen" / "simba_k1" / "sdd_4101.wav"  # a prompt every system has: always in the kit
+    _write(wav, _sine(32000, 2.0, 987.0, 0.02), 32000)
+    assert kit.main(_argv(idx, tmp / "b")) == 0
+    a, b = (json.loads((tmp / n / "kit" / "plan.json").read_text()) for n in ("a", "b"))
+    assert len(a["kit_id"]) == 64 and a["kit_id"] != b["kit_id"]
+    assert [r["items"] for r in a["raters"]] == [r["items"] for r in b["raters"]]

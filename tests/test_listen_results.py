@@ -231,6 +231,24 @@ def test_pairwise_and_outputs(tmp_path):
     assert ab["diff"] == pytest.approx(1.0) and ab.ci_low <= 1.0 <= ab.ci_high
 
 
+def test_a_ratings_file_of_another_kit_is_refused(tmp_path):
+    """A ratings file carries its kit's kit_id (the static page writes it): once the kit changed (other clip
+    audio under the same ids), the file is refused, naming it, instead of being read with the new key."""
+    d = make_test(tmp_path)
+    plan_path = d / KIT_DIR / PLAN_FILE
+    plan = json.loads(plan_path.read_text())
+    plan["kit_id"] = "a" * 64
+    plan_path.write_text(json.dumps(plan))
+    rows = [rows_of(d, r) for r in range(4)]
+    p = d / "files" / "old.json"
+    p.parent.mkdir()
+    store.write_ratings_json(p, TEST, rows[0][0]["rater"], rows[0], kit_id="b" * 64)
+    with pytest.raises(store.RatingsError, match=r"old\.json: ratings of the kit b+, not of the current kit a+"):
+        run(d, tmp_path / "out", files=[p])
+    store.write_ratings_json(p, TEST, rows[0][0]["rater"], rows[0], kit_id="a" * 64)
+    run(d, tmp_path / "out", files=[p])
+
+
 def test_db_and_json_agree_and_same_seed_same_tables(tmp_path):
     d = make_test(tmp_path)
     rows = [rows_of(d, r) for r in range(4)]

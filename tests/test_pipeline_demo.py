@@ -341,6 +341,16 @@ def test_changing_one_setting_reruns_exactly_what_depends_on_it(repo, demo, tmp_
     assert own and all(name in wc for _, wc in own), own
 
 
+def test_an_analysis_setting_of_the_listening_test_keeps_its_kit(repo, demo, tmp_path):
+    """The kit rule gets only the kit's settings (KitSettings): a new bootstrap size reruns the MOS tables,
+    not the kit (whose rebuild would take the clips from under the raters) nor its ratings."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("listening:\n  tests:\n    demo:\n      bootstrap: 300\n")
+    r = snakemake(repo, demo, "-n", "--cores", "2", "--configfile", str(repo / "config/demo.yaml"), str(extra),
+                  "--", "all")
+    assert {rule for rule, _ in scheduled_jobs(r.stdout + r.stderr)} - {"all", "listening"} == {"listening_results"}
+
+
 def test_adding_a_metric_schedules_only_its_jobs(repo, demo, tmp_path):
     # The demo leaves fd_clap out; adding it must schedule its jobs only, then reuse the cached CLAP
     # embeddings clap_score computed.

@@ -47,7 +47,7 @@ from ssmttm import audio, io, logs, settings
 from ssmttm.errors import SsmttmError
 from ssmttm.listen import design, options
 from ssmttm.listen.options import (CLIPS_DIR, DB_FILE, HISTORY_DIR, KEY_FILE, KEY_FORMAT, KIT_DIR, KIT_FORMAT, KIT_SUMMARY,
-                                   PLAN_FILE, PLAN_FORMAT, ListeningSettings)
+                                   PLAN_FILE, PLAN_FORMAT, KitSettings)
 
 SAMPLE_RATE = 44100       # one rate and channel count for every clip, so the format tells nothing either
 CHANNELS = 2
@@ -204,7 +204,7 @@ def _dbfs(x: np.ndarray) -> float:
     return 20.0 * math.log10(peak) if peak > 0 else float("-inf")
 
 
-def write_normalised(x: np.ndarray, path: Path, meter, s: ListeningSettings, where: str) -> dict:
+def write_normalised(x: np.ndarray, path: Path, meter, s: KitSettings, where: str) -> dict:
     """Normalise ``x: [2, N]`` (see the module docstring), write it as 16-bit WAV at ``path`` and measure
     the file written: {loudness_before_lufs, gain_db, loudness_after_lufs, peak_dbfs, peak_limited, sha256}."""
     before = _loudness(meter, x)
@@ -241,7 +241,7 @@ def choose(sources: dict[str, dict[str, Source]], n_prompts: int, seed: int, log
     return chosen, {p: texts[p] for p in chosen}
 
 
-def build(test: str, s: ListeningSettings, indexes: dict[str, Path], staging: Path, log) -> dict:
+def build(test: str, s: KitSettings, indexes: dict[str, Path], staging: Path, log) -> dict:
     """Write kit/, key.json and kit.json of ``test`` into ``staging``; return the kit.json record."""
     import pyloudnorm
 
@@ -285,16 +285,16 @@ def build(test: str, s: ListeningSettings, indexes: dict[str, Path], staging: Pa
         i = idx if role == "test" else orders.attention_sources[idx]
         return {"clip": (test_ids if role == "test" else att_ids)[idx], "prompt": texts[items[i].prompt_id]}
 
-    plan = {"format": PLAN_FORMAT, "test": test, "seconds": n / SAMPLE_RATE,
+    key_doc = {"format": KEY_FORMAT, "test": test, "clips": key, "systems": sorted(sources), "prompt_ids": chosen,
+               "attention": {"question": att.question, "max_score": att.max_score}}
+    plan = {"format": PLAN_FORMAT, "test": test, "kit_id": kit_id(key_doc, records), "seconds": n / SAMPLE_RATE,
             "questions": [q.as_dict() for q in questions],
             "raters": [{"rater": code, "items": [entry(role, idx) for role, idx in order]}
                        for code, order in zip(orders.raters, orders.orders)]}
     _check_anonymous(plan, sorted(sources), log)
     io.write_json(staging / KIT_DIR / PLAN_FILE, plan)
     same_mtime(staging / KIT_DIR)
-    io.write_json(staging / KEY_FILE, {
-        "format": KEY_FORMAT, "test": test, "clips": key, "systems": sorted(sources), "prompt_ids": chosen,
-        "attention": {"question": att.question, "max_score": att.max_score}})
+    io.write_json(staging / KEY_FILE, key_doc)
     counts = {test_ids[i]: c for i, c in enumerate(orders.item_counts)}
     record = {
         "format": KIT_FORMAT, "test": test, "settings": dataclasses.asdict(s),
@@ -310,6 +310,20 @@ def build(test: str, s: ListeningSettings, indexes: dict[str, Path], staging: Pa
     }
     io.write_json(staging / KIT_SUMMARY, record)
     return record
+
+
+def kit_id(key_doc: dict, records: list[dict]) -> str:
+    """sha256 over the key and every clip's id and audio sha256: what a rating means. It goes into plan.json,
+    so the plan's own hash (which the ratings database is bound to) and every ratings file of the static
+    export (which carries it) change whenever a clip's audio or the mapping does, even under the same ids
+    (the same seed and settings with regenerated clips)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode("utf-8"))
+    for r in sorted(records, key=lambda r: r["id"]):
+        h.update(f"\n{r['id']} {r['sha256']}".encode("ascii"))
+    return h.hexdigest()
 
 
 def same_mtime(root: Path) -> None:
@@ -372,9 +386,9 @@ def main(argv: list[str]) -> int | None:
                    help="each system's set index (generate or reference layout), every system of the settings "
                         "once; one flag with several values or several flags")
     p.add_argument("--out-dir", required=True, help="the test's folder, results/listening/<test>")
-    settings.add_arguments(p, ListeningSettings)
+    settings.add_arguments(p, KitSettings)
     args = p.parse_args(argv)
-    s = settings.from_args(p, ListeningSettings, args)
+    s = settings.from_args(p, KitSettings, args)
     if not NAME.match(args.test):
         p.error(f"--test {args.test!r}: letters, digits, '_', '.', '-', starting with a letter or digit")
     try:

@@ -33,8 +33,9 @@ RESULTS_FORMAT = "ssmttm-listening-results/1"
 
 
 @dataclass(kw_only=True)
-class ListeningSettings:
-    """One listening test's design (``listening.tests.<name>``), minus ``enabled`` (the rules' key)."""
+class KitSettings:
+    """What a test's kit is made from (``listening.tests.<name>`` minus the analysis keys): a change here
+    rebuilds the kit (new clips or orders); a change of :class:`ListeningSettings`' own keys does not."""
 
     SCHEMA_NODES = ("listening.tests.*",)
 
@@ -48,6 +49,13 @@ class ListeningSettings:
     attention: dict
     raters: int
     per_rater: int
+
+
+@dataclass(kw_only=True)
+class ListeningSettings(KitSettings):
+    """One listening test's section (``listening.tests.<name>``, minus ``enabled``, the rules' key): the
+    kit's settings plus where the ratings come from and the bootstrap of the MOS intervals."""
+
     ratings: dict
     bootstrap: int
 
@@ -92,7 +100,7 @@ def _defaults(dotted: str) -> dict:
     return {k: v.get("default") for k, v in st.schema_node(dotted).get("properties", {}).items() if "default" in v}
 
 
-def questions(s: ListeningSettings) -> list[Question]:
+def questions(s: KitSettings) -> list[Question]:
     """The test's questions, defaults filled; raises ValueError on an empty scale, duplicate ids or a
     label count that does not match the scale."""
     out = []
@@ -110,7 +118,7 @@ def questions(s: ListeningSettings) -> list[Question]:
     return out
 
 
-def attention(s: ListeningSettings) -> Attention:
+def attention(s: KitSettings) -> Attention:
     a = {**_defaults("listening.tests.*.attention"), **s.attention}
     att = Attention(int(a["count"]), str(a["question"]), int(a["max_score"]))
     if att.count and att.question not in {q.id for q in questions(s)}:

@@ -77,6 +77,7 @@ class Kit:
     systems: list[str]
     attention_question: str
     attention_max: int
+    kit_id: str | None = None           # plan.json's kit_id (ratings files of another kit are refused)
 
 
 def _read(path: Path, fmt: str, test: str) -> dict:
@@ -122,7 +123,7 @@ def load_kit(test_dir: Path, test: str) -> Kit:
                            f"'max_score' (got {att!r})")
     # without attention clips nobody is checked, whatever the key's rule says
     return Kit(test, questions, raters, clips, [str(s) for s in systems], str(att["question"]) if has_att else "",
-               int(att["max_score"]) if has_att else 0)
+               int(att["max_score"]) if has_att else 0, plan.get("kit_id"))
 
 
 def check_settings(kit: Kit, s: lo.ListeningSettings, test_dir: Path) -> None:
@@ -434,7 +435,7 @@ def analyse(test: str, test_dir: Path, s: lo.ListeningSettings, db: Path | None,
     sources = ([str(db)] if db is not None else []) + [str(f) for f in json_files]
     if db is not None:
         check_kit(db, test_dir)
-    raw = read_ratings(test, db, json_files)
+    raw = read_ratings(test, db, json_files, kit.kit_id)
     if not len(raw):
         raise ResultsError(f"{', '.join(sources)}: no ratings at all")
     valid, drops = validate(raw, kit)

@@ -100,17 +100,17 @@ def db_rows(path: str | Path) -> list[dict]:
         raise RatingsError(f"{path}: not a ratings database ({exc})") from exc
 
 
-def write_ratings_json(path: str | Path, test: str, rater: str, rows: list[dict]) -> None:
+def write_ratings_json(path: str | Path, test: str, rater: str, rows: list[dict], kit_id: str | None = None) -> None:
     """One rater's ratings as a JSON file (the static export's download, scripted raters), atomically."""
     from ssmttm.io import write_json
 
-    write_json(path, {"format": RATINGS_FORMAT, "test": test, "rater": rater,
+    write_json(path, {"format": RATINGS_FORMAT, "test": test, "kit_id": kit_id, "rater": rater,
                       "ratings": [{k: r[k] for k in COLUMNS if k != "rater"} for r in rows]})
 
 
-def json_rows(path: str | Path, test: str) -> list[dict]:
+def json_rows(path: str | Path, test: str, kit_id: str | None = None) -> list[dict]:
     """The rows of one ratings JSON file; raises :class:`RatingsError` naming the file when it is not one
-    of this test's ratings files."""
+    of this test's ratings files, or (``kit_id``: the current plan's) when it rates another kit."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -120,6 +120,9 @@ def json_rows(path: str | Path, test: str) -> list[dict]:
         raise RatingsError(f"{path}: 'format' is not {RATINGS_FORMAT!r}")
     if doc.get("test") != test:
         raise RatingsError(f"{path}: ratings of test {doc.get('test')!r}, not {test!r}")
+    if kit_id and doc.get("kit_id") and doc["kit_id"] != kit_id:
+        raise RatingsError(f"{path}: ratings of the kit {doc['kit_id']}, not of the current kit {kit_id} (its clips "
+                           f"changed since this file was rated; the rated kit's key is in the test's history/)")
     rater, ratings = doc.get("rater"), doc.get("ratings")
     if not isinstance(rater, str) or not isinstance(ratings, list):
         raise RatingsError(f"{path}: needs 'rater' (text) and 'ratings' (a list)")
@@ -131,7 +134,7 @@ def json_rows(path: str | Path, test: str) -> list[dict]:
     return rows
 
 
-def read_ratings(test: str, db: str | Path | None = None, json_files: list[str | Path] = ()):
+def read_ratings(test: str, db: str | Path | None = None, json_files: list[str | Path] = (), kit_id: str | None = None):
     """All rows of the database and the JSON files as one DataFrame (:data:`COLUMNS` + ``source``, the
     file each row came from). Rows are not validated here (see ssmttm.listen.results)."""
     import pandas as pd
@@ -140,5 +143,5 @@ def read_ratings(test: str, db: str | Path | None = None, json_files: list[str |
     if db is not None:
         rows += [{**r, "source": str(db)} for r in db_rows(db)]
     for f in json_files:
-        rows += [{**r, "source": str(f)} for r in json_rows(f, test)]
+        rows += [{**r, "source": str(f)} for r in json_rows(f, test, kit_id)]
     return pd.DataFrame(rows, columns=[*COLUMNS, "source"])

@@ -72,7 +72,8 @@
 
   function staticBackend(plan, rater) {
     const entry = plan.raters.find((r) => r.rater === rater);
-    const key = "ssmttm-listening/" + plan.test + "/" + rater;
+    // per kit (kit_id changes with any clip's audio): a re-exported kit never resumes another kit's ratings
+    const key = "ssmttm-listening/" + plan.test + "/" + (plan.kit_id || "") + "/" + rater;
     function load() {
       try {
         const doc = JSON.parse(localStorage.getItem(key) || "null");
@@ -80,7 +81,7 @@
       } catch (e) {
         // unreadable entry: start afresh rather than lose the page
       }
-      return { format: RATINGS_FORMAT, test: plan.test, rater: rater, ratings: [] };
+      return { format: RATINGS_FORMAT, test: plan.test, kit_id: plan.kit_id || null, rater: rater, ratings: [] };
     }
     return {
       plan: async () => ({ test: plan.test, seconds: plan.seconds, questions: plan.questions, items: entry.items }),
