@@ -29,8 +29,8 @@ Parts, each its own function (``PARTS``):
    MFU = those FLOPs / step time / the card's dense bf16 peak (:data:`PEAK_BF16_TFLOPS`, keyed by
    ``torch.cuda.get_device_name``; ``--peak-tflops`` for another card; unknown: MFU n/a). On CPU the
    same bf16-autocast step runs (its speed says nothing about a GPU; MFU n/a).
-3. ``generate``: tokens/s of cached decoding (:func:`ssmttm.generate.generate.generate_cached`, the
-   ``generate`` stage's loop, through bench/generation_speed.py's ``throughput_side``) for both
+3. ``generate``: tokens/s of cached decoding (the ``generate`` stage's decoding step: ``LM.step``, CFG,
+   sampling; bench/generation_speed.py's ``throughput_side``, both models in lockstep) for both
    models at the preset's size, fp32 as the stage runs, the config's sampling recipe, batches of 1
    and the stage's ``batch_size`` prompts (each 2 rows with CFG).
 4. ``refiner``: seconds of sampling per second of audio of the preset's refiner (paper: 48.8M

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import re
@@ -317,9 +319,6 @@ def kit_id(key_doc: dict, records: list[dict]) -> str:
     so the plan's own hash (which the ratings database is bound to) and every ratings file of the static
     export (which carries it) change whenever a clip's audio or the mapping does, even under the same ids
     (the same seed and settings with regenerated clips)."""
-    import hashlib
-    import json
-
     h = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode("utf-8"))
     for r in sorted(records, key=lambda r: r["id"]):
         h.update(f"\n{r['id']} {r['sha256']}".encode("ascii"))

@@ -413,11 +413,9 @@ def check_kit(db: Path, test_dir: Path) -> None:
     """The ratings of ``db`` were given with the current kit: the rating app records the sha256 of the
     plan.json it served (:func:`ssmttm.listen.store.bind_kit`). A kit rebuilt since (new clips, a changed
     setting) has other clips under the ids, so its key must not label these ratings."""
-    import hashlib
-
     plan = test_dir / lo.KIT_DIR / lo.PLAN_FILE
     served = db_kit(db) if db.is_file() else None
-    current = hashlib.sha256(plan.read_bytes()).hexdigest()
+    current = io.sha256_file(plan)
     if served is not None and served != current:
         raise ResultsError(f"{db}: its ratings were given with the kit whose plan.json has sha256 {served}, but "
                            f"{plan} is another kit ({current}); the rated kit's key is in "
