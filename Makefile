@@ -65,13 +65,18 @@ browser:
 	$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS)
 REQUIRE_BROWSER := if [ -x /usr/bin/chromedriver ] && [ -x /usr/bin/chromium ]; then export SSMTTM_REQUIRE_BROWSER=1; fi;
 
+# The suite runs on CORES pytest-xdist workers, a test file per worker at a time (--dist loadfile: a
+# file's module fixtures, such as the demo pipeline's, are built once); tests/conftest.py starts the
+# slow demo-pipeline file first.
+TEST_ARGS := -q -n $(CORES) --dist loadfile
+
 test: $(STAMP) browser
-	$(REQUIRE_BROWSER) $(PY) -m pytest -q tests
+	$(REQUIRE_BROWSER) $(PY) -m pytest $(TEST_ARGS) tests
 
 # The contributor's loop: every test but the end-to-end demo pipeline (tests/test_pipeline_demo.py,
 # marked slow).
 test-fast: $(STAMP) browser
-	$(REQUIRE_BROWSER) $(PY) -m pytest -q -m "not slow" tests
+	$(REQUIRE_BROWSER) $(PY) -m pytest $(TEST_ARGS) -m "not slow" tests
 
 check-config: $(STAMP)
 	$(PY) -m ssmttm check-config config.yaml

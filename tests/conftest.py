@@ -57,3 +57,10 @@ def assert_settings_cover_their_sections(cls, not_settings: set[str]) -> None:
     assert names | not_settings == keys, "a config key without a field, or a field without a key"
     assert not names & not_settings
     assert all(f.default is dataclasses.MISSING for f in fields), "a second default beside the schema's"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first: under pytest-xdist (`make test` runs ``-n CORES --dist loadfile``)
+    the file that runs the demo DAG then starts at once on one worker while the others share the rest,
+    instead of starting last and running alone. The order within each group is kept."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
