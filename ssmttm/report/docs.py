@@ -17,7 +17,10 @@ Nothing in a generated block is typed by hand. Each block sits between two HTML 
 - ``docs/performance.md`` ``bench-results``: for each ``bench/results/<name>.txt`` (the saved output
   of ``python bench/<name>.py`` under the protocol of ``bench/_protocol.py``: the machine line first,
   the protocol line second, ``key=value`` figures last), a table row (date, machine, figures) and the
-  output itself without its per-round lines; ``README.md`` ``bench-results``: the table alone.
+  output itself without its per-round lines; ``README.md`` ``bench-results``: the table alone (the
+  benches that compare sides: their ratios);
+- ``README.md`` ``quickstart-times``: how long ``make demo`` and ``make test`` took on fresh clones, from
+  ``bench/results/quickstart.txt`` (``python bench/quickstart.py``), with the project's goals.
 
 Tests render the blocks again and compare them with the committed text, so a table that no longer
 matches what the code produces fails: the bench block always (``tests/test_docs_results.py``), the
@@ -37,7 +40,10 @@ from pathlib import Path
 from ssmttm import io, logs
 from ssmttm.errors import SsmttmError
 
-DEMO, BENCH = "demo-results", "bench-results"
+DEMO, BENCH, QUICK = "demo-results", "bench-results", "quickstart-times"
+QUICKSTART = "quickstart"  # bench/quickstart.py: make demo / make test on fresh clones (times, no ratios)
+# The quick start's goals on the 2-core build machine (seconds): make demo, make test, make test-fast.
+QUICKSTART_GOALS = {"make_demo_s": 6 * 60, "make_test_s": 8 * 60, "make_test_fast_s": 3 * 60}
 STUDIES = ("variants", "curves", "scaling_down", "stages", "claims")
 SUMMARY_STUDY = "variants"
 SUMMARY_COLUMNS = ("Experiment", "Variant", "FD (log-mel) ↓", "tempo acc. ↑", "key acc. ↑", "drums acc. ↑")
@@ -411,11 +417,51 @@ def bench_block(bench_dir: Path) -> str:
 
 def readme_bench_block(bench_dir: Path) -> str:
     """README.md's block: the ratios of every saved bench output, with the date and machine."""
-    outputs = read_bench_outputs(bench_dir)
+    outputs = [b for b in read_bench_outputs(bench_dir) if b.name != QUICKSTART]
     return ("Generated from the saved bench outputs (`bench/results/`, written by `make bench`) by "
             "`make docs-results`: the ratios of the compared sides, each the median over alternating rounds "
             "of the per-round ratio; every figure with its spread is in [docs/performance.md](docs/performance.md).\n\n"
             + bench_table(outputs, "docs/performance.md", ratios_only=True))
+
+
+def _mmss(seconds: str) -> str:
+    m, s = divmod(round(float(seconds)), 60)
+    return f"{m} min {s} s"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def quickstart_block(bench_dir: Path) -> str:
+    """README.md's quick-start times: each command's time on a fresh clone (bench/quickstart.py's figures),
+    where and when, against the goal."""
+    found = [b for b in read_bench_outputs(bench_dir) if b.name == QUICKSTART]
+    if not found:
+        return ("Not measured yet: `make bench BENCHES=quickstart` times `make demo` and `make test` on fresh "
+                "clones (about 45 minutes), then `make docs-results` writes them here.")
+    b = found[0]
+    fig = dict(kv.split("=", 1) for kv in b.figures)
+    rows = ["| command (fresh clone, new `.venv`) | wall time | of which `make setup` | goal |", "|---|---|---|---|"]
+    for key, what in (("make_demo_s", "`make demo`"), ("make_test_s", "`make test`"),
+                      ("make_test_fast_s", "`make test-fast` (after `make test`: `.venv` ready)")):
+        if key in fig:
+            setup = fig.get(key.replace("_s", "_setup_s", 1)) if key != "make_test_fast_s" else None
+            goal = QUICKSTART_GOALS.get(key)
+            rows.append(f"| {what} | {_mmss(fig[key])} | {_mmss(setup) if setup else '—'} | "
+                        f"{'≤ ' + _mmss(goal) if goal else '—'} |")
+    extra = []
+    if "make_demo_dag_s" in fig:
+        extra.append(f"the demo's DAG alone took {_mmss(fig['make_demo_dag_s'])} (Snakemake's log)")
+    others = sorted({k.split("_")[2] for k in fig if re.match(r"^make_demo_cores\d+_s$", k)})
+    for c in others:
+        extra.append(f"`make demo CORES={c.removeprefix('cores')}` took {_mmss(fig[f'make_demo_{c}_s'])} and gave "
+                     f"byte-identical tables")
+    machine = b.machine.removeprefix("machine: ")
+    return (f"Measured by `python bench/quickstart.py` on {b.date} ({machine}; `make demo` at CORES="
+            f"{fig.get('cores', '?')}, `make test` at CORES={fig.get('test_cores', '?')}; its whole output: "
+            f"[docs/performance.md](docs/performance.md#quickstart)):\n\n"
+            + "\n".join(rows) + ("\n\n" + _sentence("; ".join(extra)) if extra else ""))
 
 
 # --- the stage ---------------------------------------------------------------------------------------
@@ -428,6 +474,7 @@ def render(repo: Path, tables_dir: Path | None, log_dir: Path) -> dict[Path, str
                               str(perf))
     out[readme] = replace_block(readme.read_text(encoding="utf-8"), BENCH,
                                 readme_bench_block(repo / "bench" / "results"), str(readme))
+    out[readme] = replace_block(out[readme], QUICK, quickstart_block(repo / "bench" / "results"), str(readme))
     if tables_dir is not None:
         run = last_complete_run(log_dir)
         results = repo / "docs" / "results.md"
