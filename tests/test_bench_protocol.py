@@ -176,9 +176,18 @@ def test_the_allocator_is_pinned_by_one_re_execution(monkeypatch):
     assert os.environ["GLIBC_TUNABLES"] == P.ALLOCATOR_TUNABLES  # so the re-executed script does not loop
 
 
+# Benches that time whole commands on fresh clones (tens of minutes): each command runs once, nothing is
+# compared side by side, so they do not alternate; their protocol line says rounds=1 (docs/performance.md).
+END_TO_END = {"quickstart.py"}
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")))
 def test_every_bench_uses_the_protocol(script):
     text = (BENCH / script).read_text(encoding="utf-8")
+    if script in END_TO_END:  # whole commands, minutes each, run once: the same first, second and last lines
+        for name in ("machine_line()", '"protocol: ', "rounds=1", "figures_line("):
+            assert name in text, f"bench/{script} does not print {name}"
+        return
     for name in ("add_protocol_args", "begin(", "alternate(", "figures_line("):
         assert name in text, f"bench/{script} does not call {name}"
     # the benches timing torch in their own process pin the allocator; dag_scale times Snakemake processes
