@@ -36,12 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _protocol import figures_line, machine_line  # noqa: E402
 
+from ssmttm.report.docs import last_complete_run, minutes_seconds  # noqa: E402
+
 _PASSED = re.compile(r"(\d+) passed")
-
-
-def mmss(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m} min {s} s"
 
 
 def clean_env(seed_dir: Path) -> dict[str, str]:
@@ -87,9 +84,13 @@ def same_tree(a: Path, b: Path) -> list[str]:
     return diff
 
 
-def dag_seconds(clone_dir: Path) -> float | None:
-    from ssmttm.report.docs import last_complete_run
+def timing(setup: float, run: float) -> str:
+    """``'13 min 9 s (setup 2 min 7 s, then 11 min 1 s'``: a command's time as make setup + the command (the
+    caller closes the parenthesis)."""
+    return f"{minutes_seconds(setup + run)} (setup {minutes_seconds(setup)}, then {minutes_seconds(run)}"
 
+
+def dag_seconds(clone_dir: Path) -> float | None:
     run = last_complete_run(clone_dir / ".snakemake" / "log")
     return run.seconds if run else None
 
@@ -125,8 +126,8 @@ def main() -> None:
             setup, run = make(d, "setup", cores, log), make(d, "demo", cores, log)
             dag = dag_seconds(d)
             suffix = "" if cores == args.demo_cores[0] else f"_cores{cores}"
-            print(f"make demo CORES={cores} ({rev}): {mmss(setup + run)} (setup {mmss(setup)}, "
-                  f"then {mmss(run)}; DAG {mmss(dag) if dag else '?'} by Snakemake's log)", flush=True)
+            print(f"make demo CORES={cores} ({rev}): {timing(setup, run)}; "
+                  f"DAG {minutes_seconds(dag) if dag else '?'} by Snakemake's log)", flush=True)
             figures[f"make_demo{suffix}_s"] = round(setup + run)
             figures[f"make_demo{suffix}_setup_s"] = round(setup)
             if dag:
@@ -145,8 +146,8 @@ def main() -> None:
             setup, run = make(d, "setup", cores, log), make(d, "test", cores, log)
             passed = _PASSED.findall(log.read_text(encoding="utf-8", errors="replace"))
             fast = make(d, "test-fast", cores, log)
-            print(f"make test CORES={cores} ({rev}): {mmss(setup + run)} (setup {mmss(setup)}, then {mmss(run)}; "
-                  f"{passed[-1] if passed else '?'} passed); make test-fast after it: {mmss(fast)}", flush=True)
+            print(f"make test CORES={cores} ({rev}): {timing(setup, run)}; {passed[-1] if passed else '?'} passed); "
+                  f"make test-fast after it: {minutes_seconds(fast)}", flush=True)
             figures.update(make_test_s=round(setup + run), make_test_setup_s=round(setup), make_test_fast_s=round(fast))
     finally:
         if not args.workdir:
