@@ -136,6 +136,19 @@ def refiner_args(wildcards, input):
     return ["--refiner", input.refiner[0]] if input.refiner else []
 
 
+def gen_text_input(wildcards):
+    """The prompts' text of a generate job: the prompt_embed states, or for an imported checkpoint (whose
+    LM may keep padded T5 states, ssmttm.generate.compat) the T5 encoder itself."""
+    if wildcards.exp in IMPORTED:
+        return weight_receipt(TXT["encoder"])
+    return f"{GEN_DIR}/prompts/{SET}.states"
+
+
+def gen_text_args(wildcards, input):
+    """`generate` arguments naming gen_text_input's path."""
+    return ["--text-encoder" if wildcards.exp in IMPORTED else "--text-states", input.text]
+
+
 def gen_dir(exp, seed, step):
     return f"{GEN_DIR}/{exp}/seed{seed}/step_{int(step):07d}/{SET}"
 

@@ -26,14 +26,40 @@ rule prompt_set:
         "python -m ssmttm prompt-set --settings {params.settings:q} {params.source:q} --out {output:q} 2> {log:q}"
 
 
+rule prompt_embed:
+    # The prompt set's T5 states, encoded once: every generate job reads them instead of loading T5.
+    input:
+        prompts=rules.prompt_set.output,
+        text=weight_receipt(TXT["encoder"]),
+    output:
+        directory(f"{GEN_DIR}/prompts/{SET}.states"),
+    log:
+        f"{LOGS}/prompt_embed.log",
+    benchmark:
+        f"{BENCH}/prompt_embed.tsv"
+    params:
+        prompt_set=SET,
+        max_length=TXT["max_length"],
+        device=GEN["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=device_gpus(GEN["device"]),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m ssmttm prompt-embed --prompts-file {input.prompts:q} --prompt-set {params.prompt_set:q} --text-encoder {input.text:q} --max-length {params.max_length:q} --device {params.device:q} --out-dir {output:q} 2> {log:q}"
+
+
 rule generate:
-    # One job per run: its chosen checkpoints are sampled in turn with the codec and T5 loaded once.
+    # One job per run: its chosen checkpoints are sampled in turn with the codec loaded once. Prompts come
+    # as the prompt_embed states; an imported checkpoint gets the T5 encoder (see gen_text_input).
     input:
         run=f"{TRAIN_DIR}/{{exp}}/seed{{seed}}/done.json",
         refiner=refiner_input,
         prompts=rules.prompt_set.output,
         codec=weight_receipt(TOK["weights"]),
-        text=weight_receipt(TXT["encoder"]),
+        text=gen_text_input,
     output:
         directory(f"{GEN_DIR}/{{exp}}/seed{{seed}}"),  # step_N/<set>/ for each generate_at step
     log:
@@ -42,6 +68,7 @@ rule generate:
         f"{BENCH}/generate/{{exp}}_seed{{seed}}.tsv"
     params:
         points=gen_points,
+        text=gen_text_args,
         refiner=refiner_args,
         settings=rule_params.generate_settings(config),
         refiner_settings=rule_params.generate_refiner_settings(config),
@@ -52,7 +79,7 @@ rule generate:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m ssmttm generate {params.points:q} --codec-weights {input.codec:q} --text-encoder {input.text:q} --prompts-file {input.prompts:q} --settings {params.settings:q} {params.refiner:q} --refiner-settings {params.refiner_settings:q} 2> {log:q}"
+        "python -m ssmttm generate {params.points:q} --codec-weights {input.codec:q} {params.text:q} --prompts-file {input.prompts:q} --settings {params.settings:q} {params.refiner:q} --refiner-settings {params.refiner_settings:q} 2> {log:q}"
 
 
 rule generate_all:

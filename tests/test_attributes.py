@@ -116,3 +116,22 @@ def test_warm_signal_exercises_every_estimator():
     assert x.dtype == np.float32 and x.ndim == 1
     est = A.estimate(x, A.ANALYSIS_SR)
     assert est["key"] == "C" and est["mode"] == "major" and est["drums"] and A.tempo_match(est["bpm"], 120.0), est
+
+
+def _drums_ratio_full_hpss(y: np.ndarray, sr: int = A.ANALYSIS_SR) -> float:
+    """The drums ratio with HPSS over the whole spectrogram (what drums_ratio's band-limited HPSS replaces)."""
+    import librosa
+
+    s = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
+    _, p = librosa.decompose.hpss(s, kernel_size=A.HPSS_KERNEL)
+    hi = librosa.fft_frequencies(sr=sr, n_fft=2048) > A.DRUMS_CUTOFF_HZ
+    return float(np.square(p[hi], dtype=np.float64).sum() / np.square(s, dtype=np.float64).sum())
+
+
+def test_drums_ratio_equals_hpss_of_the_whole_spectrogram(rendered):
+    # drums_ratio filters only the bins above the cutoff (plus the kernel's reach below): exactly equal,
+    # on kit and kit-less renders and on noise (which has percussive energy in every bin).
+    noise = np.random.default_rng(5).standard_normal(A.ANALYSIS_SR * 3).astype(np.float32) * 0.1
+    ys = [A._mono(x, SR) for _, x in rendered[:2] + rendered[-2:]] + [noise]
+    for y in ys:
+        assert A.drums_ratio(y) == _drums_ratio_full_hpss(y)

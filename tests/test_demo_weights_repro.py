@@ -3,7 +3,7 @@ into the weights receipts, so two builds with the same seed, in different proces
 identical bytes for every file (a torch.save straight to the atomic temporary file used to put its
 random name into the zip's record names)."""
 
-import json
+import hashlib
 import os
 import subprocess
 import sys
@@ -11,32 +11,24 @@ import zipfile
 
 from ssmttm.demo.mirror import TINY_WEIGHTS
 
-BUILD = """
-import hashlib, json, sys
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-from ssmttm.demo.mirror import TINY_WEIGHTS, _call
-out = Path(sys.argv[1])
-for name, (rel, builder) in TINY_WEIGHTS.items():
-    _call(builder, out / rel, seed=0)
-print(json.dumps({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                  for p in sorted(out.rglob("*")) if p.is_file()}))
-"""
-
-
-def _build(repo, out, hash_seed):
-    # a fresh interpreter per build, with its own str-hash seed: set/dict order differs between them
+def _start(repo, out, hash_seed):
+    # `ssmttm demo-weights` (what demo-mirror runs beside the corpus) in a fresh interpreter per build, with
+    # its own str-hash seed: set/dict order differs between them
     env = {**os.environ, "PYTHONHASHSEED": str(hash_seed), "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", BUILD, str(out)], cwd=repo, env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-m", "ssmttm", "demo-weights", "--out-dir", str(out), "--seed", "0"],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _hashes(proc, out):
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def test_tiny_weights_are_byte_identical_across_builds(repo, tmp_path):
-    a = _build(repo, tmp_path / "a", 1)
-    b = _build(repo, tmp_path / "b", 2)
+    procs = [_start(repo, tmp_path / "a", 1), _start(repo, tmp_path / "b", 2)]  # side by side
+    a, b = _hashes(procs[0], tmp_path / "a"), _hashes(procs[1], tmp_path / "b")
     for rel, _ in TINY_WEIGHTS.values():  # every builder wrote something
         assert any(k == rel or k.startswith(rel + "/") for k in a), rel
     assert sorted(a) == sorted(b)

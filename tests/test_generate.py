@@ -263,6 +263,59 @@ def test_stage_end_to_end(tmp_path, receipts):
     assert np.allclose(sf.read(str(out2 / "p000.wav"))[0], a, atol=1e-4)
 
 
+def _with_states(argv: list[str], states) -> list[str]:
+    """generate's argv with --text-encoder <t5> swapped for --text-states <states>."""
+    i = argv.index("--text-encoder")
+    return argv[:i] + ["--text-states", str(states)] + argv[i + 2:]
+
+
+def test_prompt_states_give_the_audio_of_the_encoder(tmp_path, receipts, capsys):
+    """prompt-embed encodes a prompt set once; generate --text-states then writes byte for byte the audio
+    generate --text-encoder writes, and refuses states that cannot serve its prompts or checkpoint."""
+    from ssmttm.generate import prompt_embed as pe
+    from ssmttm.models.config import COMPAT_PRESETS
+
+    ck = _save_tiny(tmp_path / "ck", kappa=2)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a calm piano piece\nan energetic rock track\na calm piano piece\n")
+    states = tmp_path / "states"
+    embed = ["--prompts-file", str(prompts), "--prompt-set", "file", "--text-encoder", str(receipts[1]),
+             "--device", "cpu", "--out-dir", str(states)]
+    assert pe.main([*embed, "--max-length", "256"]) == 0
+    meta = io.read_json(states / "meta.json")
+    assert meta["max_length"] == 256 and meta["n_unique"] == 2 and meta["n_clips"] == 3
+    assert meta["weights_sha256"] == io.read_json(receipts[1])["sha256"]
+    common = ["--prompt-set", "file", "--prompts-file", str(prompts), "--seed", "3", "--batch-size", "2"]
+    assert gen.main(_argv(ck, receipts, tmp_path / "enc", *common)) == 0
+    assert gen.main(_with_states(_argv(ck, receipts, tmp_path / "st", *common), states)) == 0
+    for pid in ("p000", "p001", "p002"):
+        assert (tmp_path / "st" / f"{pid}.wav").read_bytes() == (tmp_path / "enc" / f"{pid}.wav").read_bytes()
+    a, b = io.read_json(tmp_path / "enc" / "index.json"), io.read_json(tmp_path / "st" / "index.json")
+    assert (a["text_encoder"], a["text_encoder_sha256"]) == (b["text_encoder"], b["text_encoder_sha256"])
+    capsys.readouterr()
+    # states of another prompt set: the generate job fails naming the folder and the prompt
+    other = tmp_path / "q.txt"
+    other.write_text("a dark ambient drone\n")
+    argv = _with_states(_argv(ck, receipts, tmp_path / "q", "--prompt-set", "file", "--prompts-file", str(other)),
+                        states)
+    assert gen.main(argv) == 2
+    assert f"{states} holds no states for prompt 'a dark ambient drone'" in capsys.readouterr().err
+    # prompts cut at another length than the checkpoint's captions were
+    ck8 = _save_tiny(tmp_path / "ck8", kappa=2, meta={"step": 7, "variant": "prefix-simba",
+                                                     "text_encoder": {"key": "t5_tiny", "max_length": 8}})
+    with pytest.raises(gen.GenerationError, match=r"cut at 256 T5 tokens but checkpoint .*ck8 was trained on 8"):
+        gen.Generator(ck8, "dac", receipts[0], device="cpu", text_states=states)
+    # an imported LM that keeps padded T5 states needs the encoder itself
+    torch.manual_seed(0)
+    padded = build_lm(from_preset("tiny", "prefix-simba", n_codebooks=2, text_dim=TEXT_DIM, mamba_backend="torch",
+                                  compat=dict(COMPAT_PRESETS["ssm-ttm"])))
+    save_model(tmp_path / "ckp", padded, {"step": 7, "variant": "prefix-simba"})
+    with pytest.raises(gen.GenerationError, match="padding kept: generate it with --text-encoder"):
+        gen.Generator(tmp_path / "ckp", "dac", receipts[0], device="cpu", text_states=states)
+    with pytest.raises(gen.GenerationError, match="not both or neither"):
+        gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu", text_states=states)
+
+
 def test_a_prompts_output_does_not_depend_on_its_batch_neighbours(tmp_path, receipts):
     ck = _save_tiny(tmp_path / "ck", kappa=2)
     g = gen.Generator(ck, "dac", receipts[0], receipts[1], "cpu")

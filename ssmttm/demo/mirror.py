@@ -38,28 +38,54 @@ def _call(target: str, *args, **kwargs):
     return getattr(importlib.import_module(module), func)(*args, **kwargs)
 
 
+def build_weights(out_dir: Path, seed: int) -> None:
+    """Write every tiny model of TINY_WEIGHTS under ``out_dir`` (the same bytes for the same seed)."""
+    log = logs.setup("ssmttm.demo")
+    for name, (rel, builder) in TINY_WEIGHTS.items():
+        log.info("building tiny weights %s -> %s", name, rel)
+        _call(builder, Path(out_dir) / rel, seed=seed)
+        io.apply_umask_modes(Path(out_dir) / rel)  # save_pretrained writes 0600 files whatever the umask
+
+
 def build(
     out_dir: Path, n_tracks: int, shards: int, missing_shards: tuple[str, ...], seed: int, jobs: int = 1
 ) -> dict:
+    """The corpus and the tiny weights; with ``jobs`` > 1 the weights are built by a second process while
+    the corpus renders (their imports and builds take ~30 s of one core, the corpus all it is given)."""
+    import subprocess
+    import sys
+
     log = logs.setup("ssmttm.demo")
     out_dir = Path(out_dir)
     index = out_dir / "MIRROR.json"
     if index.exists():
         index.unlink()  # an interrupted rebuild must not look complete
-    log.info("building demo corpus: %d tracks, %d shards (missing: %s)", n_tracks, shards, missing_shards)
-    summary = _call(
-        "ssmttm.demo.corpus:build",
-        out_dir,
-        n_tracks=n_tracks,
-        n_shards=shards,
-        missing_shards=tuple(missing_shards),
-        seed=seed,
-        jobs=jobs,  # MP3 encoding dominates; output is byte-identical for any jobs value
-    )
-    for name, (rel, builder) in TINY_WEIGHTS.items():
-        log.info("building tiny weights %s -> %s", name, rel)
-        _call(builder, out_dir / rel, seed=seed)
-        io.apply_umask_modes(out_dir / rel)  # save_pretrained writes 0600 files whatever the umask
+    weights = None
+    if jobs > 1:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        weights = subprocess.Popen([sys.executable, "-m", "ssmttm", "demo-weights", "--out-dir", str(out_dir),
+                                    "--seed", str(seed)])
+    try:
+        log.info("building demo corpus: %d tracks, %d shards (missing: %s)", n_tracks, shards, missing_shards)
+        summary = _call(
+            "ssmttm.demo.corpus:build",
+            out_dir,
+            n_tracks=n_tracks,
+            n_shards=shards,
+            missing_shards=tuple(missing_shards),
+            seed=seed,
+            jobs=jobs,  # MP3 encoding dominates; output is byte-identical for any jobs value
+        )
+    except BaseException:
+        if weights is not None:
+            weights.kill()
+            weights.wait()
+        raise
+    if weights is not None and weights.wait() != 0:
+        raise RuntimeError(f"demo-weights --out-dir {out_dir} failed (exit {weights.returncode}); see its "
+                           f"log lines above")
+    if weights is None:
+        build_weights(out_dir, seed)
     files = {
         p.relative_to(out_dir).as_posix(): io.sha256_file(p)
         for p in sorted(out_dir.rglob("*"))
@@ -89,6 +115,15 @@ class MirrorSettings:
     shards: int
     missing_shards: list[str]
     seed: int
+
+
+def main_weights(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ssmttm demo-weights", description=build_weights.__doc__)
+    p.add_argument("--out-dir", type=Path, required=True, help="the mirror folder (config demo_mirror.out_dir)")
+    p.add_argument("--seed", type=int, default=0, help="config demo_mirror.seed")
+    a = p.parse_args(argv)
+    build_weights(a.out_dir, a.seed)
+    return 0
 
 
 def main(argv: list[str]) -> int:

@@ -21,7 +21,9 @@ Decoding (docs/reference.md §1 sampling; MusicGen-style delay pattern, :mod:`ss
   codebooks (``n_tokens * hop`` samples at 44.1 kHz for DAC).
 
 Text: each unique prompt (and "") is encoded once by the frozen T5 encoder of the weights receipt
-and rounded to float16, as the text store that trained the model holds its states.
+and rounded to float16, as the text store that trained the model holds its states; or, with
+``--text-states``, those states are read from the folder ``prompt-embed`` wrote once for the whole
+prompt set (:mod:`ssmttm.generate.prompt_embed`, the same encoding bit for bit; the DAG's way).
 
 Outputs in ``--out-dir``: ``<prompt_id>.wav`` (or .flac), a ``<prompt_id>.json`` sidecar {prompt,
 prompt_id, seed, checkpoint, checkpoint_sha256, kappa, cfg_scale, temperature, top_k, n_tokens,
@@ -51,7 +53,6 @@ from ssmttm.refiner import load_refiner
 from ssmttm.text.store import pad
 
 log = logging.getLogger("ssmttm.generate")
-TEXT_BATCH = 64  # prompts per T5 forward
 
 
 class GenerationError(SsmttmError, RuntimeError):
@@ -203,23 +204,40 @@ class Generator:
     """A loaded checkpoint + codec + T5 encoder; :meth:`run` writes the audio of a prompt set."""
 
     def __init__(self, checkpoint: str | os.PathLike, codec: str, codec_weights: str | os.PathLike,
-                 text_encoder: str | os.PathLike, device: str = "auto", kappa: int | None = None,
-                 max_text_length: int | None = None, refiner=None, refiner_sampler=None):
-        """``refiner``: an :class:`ssmttm.refiner.Refiner` (the two-stage system: the LM's kappa codebooks
+                 text_encoder: str | os.PathLike | None = None, device: str = "auto", kappa: int | None = None,
+                 max_text_length: int | None = None, refiner=None, refiner_sampler=None,
+                 text_states: str | os.PathLike | None = None):
+        """Prompts are encoded by the T5 of ``text_encoder`` (a receipt or folder), or read from
+        ``text_states`` (a ``prompt-embed`` folder: no T5 is loaded); give exactly one.
+        ``refiner``: an :class:`ssmttm.refiner.Refiner` (the two-stage system: the LM's kappa codebooks
         are completed to all K before decoding) with its ``refiner_sampler`` settings, or None."""
         from ssmttm.codec import resolve_device
-        from ssmttm.text.embed import encoder_identity
-        from ssmttm.text.encoder import load_t5_encoder
         from ssmttm.tokens.tokenize import open_codec
 
+        if (text_encoder is None) == (text_states is None):
+            raise GenerationError("give the prompts' text encoder (--text-encoder) or their states (--text-states), "
+                                  "not both or neither")
         self.device = resolve_device(device)
-        self.codec_arg, self.text_arg = f"{codec} ({codec_weights})", text_encoder
+        self.codec_arg = f"{codec} ({codec_weights})"
         self.codec, self.codec_key = open_codec(codec, codec_weights, self.device)
         if self.codec.cardinality != CODEBOOK_SIZE:
             raise GenerationError(f"codec {codec} ({codec_weights}) has {self.codec.cardinality} codes per "
                                   f"codebook; the LM predicts {CODEBOOK_SIZE}")
-        self.text_key, self.text_sha256 = encoder_identity(text_encoder)
-        self.encoder, self.tokenizer = load_t5_encoder(text_encoder, str(self.device))
+        self.encoder = self.tokenizer = self.states = None
+        if text_states is not None:
+            from ssmttm.generate.prompt_embed import PromptStates
+
+            self.states = PromptStates(text_states)
+            self.text_arg, self.text_dim = f"--text-states {text_states}", self.states.d_model
+            self.text_key, self.text_sha256 = self.states.encoder_key, self.states.weights_sha256
+        else:
+            from ssmttm.text.embed import encoder_identity
+            from ssmttm.text.encoder import load_t5_encoder
+
+            self.text_arg = f"--text-encoder {text_encoder}"
+            self.text_key, self.text_sha256 = encoder_identity(text_encoder)
+            self.encoder, self.tokenizer = load_t5_encoder(text_encoder, str(self.device))
+            self.text_dim = int(self.encoder.config.d_model)
         self.requested_max_length = max_text_length  # None: the checkpoint's (checked in load_checkpoint)
         self.refiner, self.refiner_sampler = refiner, refiner_sampler
         if refiner is not None:
@@ -249,14 +267,21 @@ class Generator:
         want = _meta_sha(self.meta, "text_encoder")
         if want and want != self.text_sha256:
             raise GenerationError(f"checkpoint {self.ckpt_dir} was trained with text encoder sha256 {want[:12]}, "
-                                  f"but --text-encoder {self.text_arg} has sha256 {self.text_sha256[:12]}")
+                                  f"but {self.text_arg} has sha256 {self.text_sha256[:12]}")
+        compat = self.lm.cfg.compat
+        if self.states is not None and compat is not None and compat.text_keep_padding:
+            raise GenerationError(f"checkpoint {self.ckpt_dir} ({compat.source}) encodes its prompts with their "
+                                  f"padding kept: generate it with --text-encoder, not --text-states")
         if self.refiner is not None and self.refiner.cond_codebooks != self.kappa:
             raise GenerationError(f"checkpoint {self.ckpt_dir} models kappa={self.kappa} codebooks, the refiner "
                                   f"completes kappa={self.refiner.cond_codebooks}")
         self.max_text_length = self._text_max_length()
-        d = int(self.encoder.config.d_model)
-        if d != self.lm.cfg.text_dim:
-            raise GenerationError(f"--text-encoder {self.text_arg} gives {d}-d states but checkpoint "
+        if self.states is not None and self.states.max_length != self.max_text_length:
+            raise GenerationError(f"{self.text_arg} holds prompts cut at {self.states.max_length} T5 tokens but "
+                                  f"checkpoint {self.ckpt_dir} was trained on {self.max_text_length}; re-run "
+                                  f"prompt-embed with --max-length {self.max_text_length}")
+        if self.text_dim != self.lm.cfg.text_dim:
+            raise GenerationError(f"{self.text_arg} gives {self.text_dim}-d states but checkpoint "
                                   f"{self.ckpt_dir} expects text_dim={self.lm.cfg.text_dim}")
 
     def _text_max_length(self) -> int:
@@ -277,24 +302,22 @@ class Generator:
         return int(trained if trained is not None else asked)
 
     def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Each unique text once -> {text: float32 [L, text_dim]} (values rounded through float16,
-        as the text store holds them for training)."""
-        from ssmttm.text.embed import tokenize
-        from ssmttm.text.encoder import forward
+        """Each unique text once -> {text: float32 [L, text_dim]} (values rounded through float16, as the
+        text store holds them for training): from the prompt states, or encoded by T5 here."""
+        from ssmttm.generate.prompt_embed import PromptStatesError, encode_prompts
 
-        uniq = list(dict.fromkeys(texts))
-        ids, truncated = tokenize(self.tokenizer, uniq, self.max_text_length)
-        for i in truncated:
-            log.warning("prompt truncated to %d tokens: %.80r", self.max_text_length, uniq[i])
-        out: dict[str, np.ndarray] = {}
-        for s in range(0, len(uniq), TEXT_BATCH):
-            states = forward(self.encoder, ids[s:s + TEXT_BATCH], self.tokenizer.pad_token_id)
-            for text, h in zip(uniq[s:s + TEXT_BATCH], states):
-                h16 = h.astype(np.float16)
-                if not np.all(np.isfinite(h16)):
-                    raise GenerationError(f"text encoder states of prompt {text[:80]!r} are not finite in float16")
-                out[text] = h16.astype(np.float32)
-        return out
+        try:
+            if self.states is not None:
+                return self.states.states(texts)
+            return encode_prompts(self.encoder, self.tokenizer, texts, self.max_text_length)
+        except PromptStatesError as exc:
+            raise GenerationError(str(exc)) from None
+
+    def check_prompts(self, texts: list[str]) -> None:
+        """Fail before any sampling (GenerationError naming the folder) when the prompt states lack one of
+        ``texts`` or the empty prompt; nothing to check when T5 encodes them here."""
+        if self.states is not None:
+            self.encode_texts([*texts, ""])
 
     def generate_codes(self, states: list[np.ndarray], uncond: np.ndarray, n_tokens: int,
                        cfg: smp.SamplingConfig, seeds: list[int], texts: list[str] | None = None):
@@ -389,7 +412,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="checkpoint folder ckpt/step_N, or a run folder (uses ckpt/last); repeat with one --out-dir "
                         "each to sample several checkpoints of a run in one job (codec and T5 loaded once)")
     p.add_argument("--codec-weights", required=True, help="codec weights receipt results/weights/<key>.json or a file")
-    p.add_argument("--text-encoder", required=True, help="T5 weights receipt results/weights/<key>.json or a folder")
+    text = p.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text-encoder", help="T5 weights receipt results/weights/<key>.json or a folder: prompts are "
+                                             "encoded here")
+    text.add_argument("--text-states", help="the prompts' T5 states, encoded once by `ssmttm prompt-embed` "
+                                            "(results/generate/prompts/<set>.states); no T5 is loaded")
     p.add_argument("--prompts-file", default=None, help=".txt/.csv/.json/.yaml prompts (demo and file sets)")
     p.add_argument("--prompt", action="append", default=None, help="a prompt text (repeatable; demo set)")
     p.add_argument("--refiner", default=None,
@@ -429,7 +456,8 @@ def main(argv: list[str]) -> int | None:
             refiner = load_refiner(args.refiner_settings.backend, args.refiner, cfg.device)  # resolves "auto"
         gen = Generator(args.checkpoint[0], cfg.codec, args.codec_weights, args.text_encoder, cfg.device,
                         kappa=cfg.kappa, max_text_length=cfg.max_length, refiner=refiner,
-                        refiner_sampler=args.refiner_sampling)
+                        refiner_sampler=args.refiner_sampling, text_states=args.text_states)
+        gen.check_prompts([t for _, t in prompts])
     except SsmttmError as exc:  # prompts, checkpoint, codec, text encoder, weights, refiner: named, no traceback
         log.error("%s", exc)
         return 2
