@@ -12,13 +12,18 @@ DEMO_CONFIG := config/demo.yaml
 
 setup: $(STAMP)
 
-# CPU environment: exact pins from requirements/lock-cpu.txt, then the package itself, then the
-# torchaudio/torchvision compatibility step (see ssmttm/compat.py for why), then one compile of
-# librosa's numba kernels (~20 s) into the cache that parallel stage jobs copy (see ssmttm/numba_cache.py).
+# CPU environment: exact pins from requirements/lock-cpu.txt, byte-compiled on every core (pip compiles
+# one file at a time: about half its install time; a file written for a newer Python, such as torch's
+# testing/_internal/py312_intrinsics.py, fails to compile here as it does under pip, so per-file errors
+# are listed in $(VENV)/compileall.log and only a compileall that fails without one stops make), then the
+# package itself, then the torchaudio/torchvision compatibility step (see ssmttm/compat.py for why), then
+# one compile of librosa's numba kernels (~20 s) into the cache that parallel stage jobs copy (see
+# ssmttm/numba_cache.py).
 $(STAMP): requirements/lock-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -r requirements/lock-cpu.txt
+	$(PY) -m pip install --quiet --no-compile -r requirements/lock-cpu.txt
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > $(VENV)/compileall.log 2>&1 || grep -c "^\*\*\* Error compiling" $(VENV)/compileall.log
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ssmttm.compat --fix-install --check
 	$(PY) -m ssmttm warm-numba
