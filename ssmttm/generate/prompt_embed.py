@@ -61,7 +61,7 @@ def write_prompt_states(out_dir: str | os.PathLike, prompts: list[tuple[str, str
                         meta: dict) -> dict:
     """Write ``states`` ({text: [L, D]}, holding "" and every prompt's text) as a text store in ``out_dir``;
     ``meta`` adds to meta.json (encoder, weights_sha256, max_length, ...). Returns meta.json's content."""
-    from ssmttm.text.embed import _write_outputs
+    from ssmttm.text.embed import write_index_tables
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def write_prompt_states(out_dir: str | os.PathLike, prompts: list[tuple[str, str
     with io.atomic_path(out / ts.EMBEDDINGS) as tmp, open(tmp, "wb") as f:
         np.save(f, emb, allow_pickle=False)
     ids = {t: i for i, t in enumerate(texts)}
-    _write_outputs(out, texts, offsets, lengths, {pid: [ids[t]] for pid, t in prompts})
+    write_index_tables(out, texts, offsets, lengths, {pid: [ids[t]] for pid, t in prompts})
     full = {"version": TEXT_STORE_VERSION, **meta, "d_model": d, "n_clips": len(prompts),
             "n_captions": len(prompts), "n_unique": len(texts) - 1, "total_tokens": int(lengths.sum()),
             "dtype": "float16"}

@@ -155,7 +155,7 @@ def embed_manifest(
         del emb
     seconds = time.perf_counter() - t0
     log.info("encoded %d texts in %.2f s (%.1f texts/s)", forwards, seconds, forwards / max(seconds, 1e-9))
-    _write_outputs(out, texts, offsets, lengths, clips)
+    write_index_tables(out, texts, offsets, lengths, clips)
     meta = {
         "version": TEXT_STORE_VERSION, "encoder": key, "weights_sha256": weights_sha, "d_model": D,
         "max_length": max_length, "n_clips": len(clips), "n_captions": n_captions,
@@ -168,7 +168,9 @@ def embed_manifest(
     return meta
 
 
-def _write_outputs(out: Path, texts, offsets, lengths, clips: dict[str, list[int]]) -> None:
+def write_index_tables(out: Path, texts, offsets, lengths, clips: dict[str, list[int]]) -> None:
+    """A text store's index.parquet (caption id, text, offset, length) and clips.parquet (clip or prompt id
+    -> caption ids), both tagged with the store version."""
     import pyarrow as pa
 
     index = pd.DataFrame({"caption_id": np.arange(len(texts), dtype=np.int64), "text": texts,

@@ -11,6 +11,9 @@ One folder per encoder, ``results/text/<encoder_weights_key>/`` (written by ssmt
 - ``meta.json``: {version, encoder, weights_sha256, d_model, max_length, n_captions, n_unique,
   encoder_forwards, dtype}.
 
+``ssmttm prompt-embed`` (ssmttm.generate.prompt_embed) writes the same layout for a prompt set:
+prompt ids in clips.parquet's clip_id column, and the prompt set's name and file sha256 in meta.json.
+
 :class:`TextStore` opens the memory map lazily and drops it when pickled, so a DataLoader worker
 opens its own map and no file handle crosses a process boundary. Padding masks are built by
 :func:`pad` from the stored lengths.
