@@ -316,8 +316,13 @@ class Generator:
     def check_prompts(self, texts: list[str]) -> None:
         """Fail before any sampling (GenerationError naming the folder) when the prompt states lack one of
         ``texts`` or the empty prompt; nothing to check when T5 encodes them here."""
+        from ssmttm.generate.prompt_embed import PromptStatesError
+
         if self.states is not None:
-            self.encode_texts([*texts, ""])
+            try:
+                self.states.check([*texts, ""])
+            except PromptStatesError as exc:
+                raise GenerationError(str(exc)) from None
 
     def generate_codes(self, states: list[np.ndarray], uncond: np.ndarray, n_tokens: int,
                        cfg: smp.SamplingConfig, seeds: list[int], texts: list[str] | None = None):

@@ -100,14 +100,17 @@ class PromptStates:
         self.max_length, self.d_model = int(meta["max_length"]), self.store.d_model
         self._ids = {t: i for i, t in enumerate(self.store.index["text"])}
 
-    def states(self, texts: list[str]) -> dict[str, np.ndarray]:
-        out = {}
-        for text in dict.fromkeys(texts):
+    def check(self, texts: list[str]) -> None:
+        """Raise PromptStatesError naming the folder and the first of ``texts`` it holds no states for."""
+        for text in texts:
             if text not in self._ids:
                 raise PromptStatesError(f"--text-states {self.dir} holds no states for prompt {text[:80]!r} "
                                         f"(encoded from another prompt set? re-run prompt-embed on this one)")
-            out[text] = np.asarray(self.store.embedding(self._ids[text]), dtype=np.float32)
-        return out
+
+    def states(self, texts: list[str]) -> dict[str, np.ndarray]:
+        uniq = list(dict.fromkeys(texts))
+        self.check(uniq)
+        return {text: np.asarray(self.store.embedding(self._ids[text]), dtype=np.float32) for text in uniq}
 
 
 def main(argv: list[str]) -> int | None:
