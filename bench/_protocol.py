@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ssmttm import machine
+
 MIN_ROUNDS = 5
 DEFAULT_WARMUP = 1
 # Variables the OpenMP / BLAS runtimes read at start-up: set before a child process starts (a
@@ -61,21 +63,10 @@ ALLOCATOR_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=687194
 
 # --- the machine -----------------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_line() -> str:
     """``machine: <cpu>, <n> cores, <os>, python X, torch Y, device Z, <UTC date>`` (torch only if
     importable): what a saved bench output needs to say where and when its figures were measured."""
-    parts = [cpu_model(), f"{os.cpu_count()} cores", platform.system(), f"python {platform.python_version()}"]
+    parts = [machine.cpu_model(), f"{os.cpu_count()} cores", platform.system(), f"python {platform.python_version()}"]
     try:
         import torch
 

@@ -164,8 +164,36 @@ def last_complete_run(log_dir: Path) -> RunSummary | None:
     return None
 
 
-def readme_block(tables_dir: Path, run: RunSummary | None) -> str:
+NUMERICS = "CPU numerics (the same numbers come back on a machine that shares them): "
+_NUMERICS_RE = re.compile(re.escape(NUMERICS) + r"`([^`]+)`")
+
+
+def when_sentence(run: RunSummary | None, numerics: str | None = None) -> str:
+    """When and where the demo ran, and the CPU numerics its numbers belong to (:mod:`ssmttm.machine`,
+    of the machine that renders the block: ``make demo && make docs-results`` runs both on one)."""
+    from ssmttm import machine
+
     when = run.sentence() if run else "Generated from `results/tables/` by `make docs-results`."
+    return f"{when} {NUMERICS}`{numerics or machine.numerics()}`."
+
+
+def block_numerics(block: str) -> str | None:
+    """The CPU numerics a generated demo block records (None for a block written before they were)."""
+    m = _NUMERICS_RE.search(block)
+    return m.group(1) if m else None
+
+
+_NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?(?![\w.])|\b[0-9a-f]{12}\b")
+
+
+def numbers_masked(lines: list[str]) -> list[str]:
+    """``lines`` with every number and 12-digit sha256 prefix replaced by ``#``: what must match across
+    CPUs (the tables' rows, columns, systems, notes), where the digits themselves need not."""
+    return [_NUMBER_RE.sub("#", ln) for ln in lines]
+
+
+def readme_block(tables_dir: Path, run: RunSummary | None) -> str:
+    when = when_sentence(run)
     table = select_columns(study_markdown(tables_dir, SUMMARY_STUDY), SUMMARY_COLUMNS,
                            str(Path(tables_dir) / f"{SUMMARY_STUDY}.md"), strip_marks=True)
     val = val_loss_bullet(load_val_loss(tables_dir), VAL_LOSS_STUDY, str(Path(tables_dir) / VAL_LOSS_FILE))
@@ -284,7 +312,7 @@ def _split_notes(md: str) -> tuple[list[str], list[str]]:
 def results_block(tables_dir: Path, run: RunSummary | None, studies: tuple[str, ...] = STUDIES) -> str:
     """Every study table; a note that several tables carry (the † explanation, how values are
     summarised) is written once at the end instead of under each table."""
-    when = run.sentence() if run else "Generated from `results/tables/` by `make docs-results`."
+    when = when_sentence(run)
     split = [_split_notes(study_markdown(tables_dir, s)) for s in studies]
     counts: dict[str, int] = {}
     for _, notes in split:
