@@ -14,8 +14,8 @@ backward of one sequence of ``--seq`` steps, and times the levers issue 14 named
 
 Each side is compared per round with the default (``chunk64``, eager): ``<side>_over_default_d<W>``
 below 1 is a lever that helps. The causal conv and the copies around the scan are already the
-cheaper CPU forms (Mamba2.causal_conv; the inter-chunk recurrence as one matmul), so they are not
-sides here. The last line holds every ratio and the default's seconds.
+cheaper CPU forms (Mamba2.causal_conv; the inter-chunk recurrence as one pass into preallocated
+buffers), so they are not sides here. The last line holds every ratio and the default's seconds.
 """
 
 from __future__ import annotations
