@@ -105,7 +105,7 @@ def test_percentages_and_ratios(tmp_path, manifest, text_store):
     assert per_pos.musicgen_small == pytest.approx(musicgen_forward(1500, TEXT_TOKENS, **MG_ARCH) / 1500, rel=1e-12)
     assert per_pos.this_run == 7.0
     over = df.loc["counted forward per position / 2N"]
-    assert 1.26 < over.as_configured < 1.28  # the SSD scan at d_state 512 (docs/reference.md §4)
+    assert 1.19 < over.as_configured < 1.21  # the SSD scan at d_state 512 (docs/reference.md §4)
     assert over.musicgen_small == pytest.approx(per_pos.musicgen_small / (2 * MG_N))
     counted = df.loc["% of MusicGen-small's FLOPs (counted)"]
     assert counted.this_run == pytest.approx(2.0) and counted.paper_claim == 9
