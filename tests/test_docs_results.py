@@ -180,6 +180,8 @@ def test_demo_block_records_the_cpu_numerics_and_masks_only_numbers():
                                          "- KL (PaSST): checkpoint passt_tiny.pt (sha256 #), # Hz"]
     other = ["| simba_k4† | prefix-simba (κ 4) | 499 ± 3† | 0.0071 | -0.0312 | 1.85e+11 |", rows[1]]
     assert docs.numbers_masked(other) == docs.numbers_masked(rows)
+    assert docs.numbers_masked(["- a − b: −0.0004, 95 % Welch CI [−0.0010, 0.0002], includes 0"]) == (
+        docs.numbers_masked(["- a − b: 0.0031, 95 % Welch CI [0.0010, 0.0052], excludes 0"]))
     renamed = ["| simba_k1† | prefix-simba (κ 4) | 505 ± 8† | 0.0067 | -0.0333 | 1.85e+11 |", rows[1]]
     assert docs.numbers_masked(renamed) != docs.numbers_masked(rows)
 

@@ -183,12 +183,14 @@ def block_numerics(block: str) -> str | None:
     return m.group(1) if m else None
 
 
-_NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?(?![\w.])|\b[0-9a-f]{12}\b")
+_NUMBER_RE = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?(?![\w.])|\b[0-9a-f]{12}\b"
+                        r"|\b(?:in|ex)cludes\b")
 
 
 def numbers_masked(lines: list[str]) -> list[str]:
-    """``lines`` with every number and 12-digit sha256 prefix replaced by ``#``: what must match across
-    CPUs (the tables' rows, columns, systems, notes), where the digits themselves need not."""
+    """``lines`` with every number (its sign too), 12-digit sha256 prefix and an interval's
+    "includes"/"excludes" replaced by ``#``: what must match across CPUs (the tables' rows, columns,
+    systems, notes), where the digits themselves need not."""
     return [_NUMBER_RE.sub("#", ln) for ln in lines]
 
 
