@@ -13,6 +13,7 @@ that matches it).
 
 from __future__ import annotations
 
+import functools
 import platform
 
 # CPU features that change which kernels PyTorch and its BLAS run (and so the float rounding).
@@ -39,9 +40,11 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
+@functools.cache
 def numerics() -> str:
     """``<cpu model>; <ISA flags>; torch <version>, ATen CPU capability <cap>``: one line that two
-    machines share when their CPU runs give the same floats."""
+    machines share when their CPU runs give the same floats (fixed for a process, so read once:
+    ``docs-results`` writes it into two blocks)."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     isa = "+".join(f for f in ISA_FLAGS if f in flags) or platform.machine()
