@@ -91,6 +91,7 @@ def _semantic_errors(cfg: dict) -> list[str]:
             if step > exp["steps"]:
                 errors.append(f"config key experiments.{name}.checkpoints: step {step} > steps {exp['steps']}")
     errors += _source_errors(cfg)
+    errors += _demo_mirror_errors(cfg)
     errors += _refiner_errors(cfg, models, train_keys)
     errors += _evaluation_errors(cfg, models)
     errors += _system_errors(cfg, models)
@@ -142,6 +143,21 @@ def _listening_errors(cfg: dict) -> list[str]:
         if t["ratings"]["source"] == "files" and not t["ratings"]["dir"]:
             errors.append(f"config key {key}.ratings.dir: required when ratings.source is files")
     return errors
+
+
+def _demo_mirror_errors(cfg: dict) -> list[str]:
+    """The demo corpus's good tracks must be long enough for the clips the config cuts from them."""
+    demo = cfg.get("demo_mirror", {})
+    if "seconds" not in demo:
+        return []
+    lo, hi = demo["seconds"]
+    if lo > hi:
+        return [f"config key demo_mirror.seconds: shortest {lo:g} s > longest {hi:g} s"]
+    need = max(cfg["segment"]["clip_seconds"], cfg["filter"]["min_seconds"])
+    if cfg["source"].get("base_url") == demo.get("out_dir") and lo < need:
+        return [f"config key demo_mirror.seconds: the shortest good track ({lo:g} s) is shorter than "
+                f"segment.clip_seconds / filter.min_seconds ({need:g} s): good tracks would be rejected as too short"]
+    return []
 
 
 def _source_errors(cfg: dict) -> list[str]:

@@ -71,6 +71,20 @@ def test_semantic_checks(paper):
         config.validate(paper)
 
 
+def test_demo_tracks_must_hold_a_clip(repo):
+    demo = config.deep_update(yaml.safe_load((repo / "config.yaml").read_text()),
+                              yaml.safe_load((repo / "config" / "demo.yaml").read_text()))
+    config.validate(copy.deepcopy(demo))
+    demo["segment"]["clip_seconds"] = 20.0  # the demo's shortest good track is 15 s
+    with pytest.raises(config.ConfigError, match=r"config key demo_mirror\.seconds: the shortest good track"):
+        config.validate(copy.deepcopy(demo))
+    demo["source"]["base_url"] = "https://cdn.example/jamendo"  # the mirror is not the source: no constraint
+    config.validate(copy.deepcopy(demo))
+    demo["demo_mirror"]["seconds"] = [40.0, 30.0]
+    with pytest.raises(config.ConfigError, match=r"config key demo_mirror\.seconds: shortest 40 s > longest 30 s"):
+        config.validate(demo)
+
+
 def test_helpers(paper):
     cfg = config.validate(paper)
     assert config.shard_ids(cfg)[:3] == ["00", "01", "02"] and len(config.shard_ids(cfg)) == 100

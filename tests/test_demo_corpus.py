@@ -273,7 +273,7 @@ def test_planted_audio_defects(demo):
     x, sr = _decode(members[by_defect["silent"]["path"]])
     assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) < 10 ** (-70 / 20)
     x, sr = _decode(members[by_defect["short"]["path"]])
-    assert abs(x.shape[1] / sr - 20.0) < 0.5 and float(by_defect["short"]["tsv_duration"]) == 40.0
+    assert abs(x.shape[1] / sr - corpus.SHORT_SECONDS) < 0.5 and float(by_defect["short"]["tsv_duration"]) == 40.0
 
 
 def test_good_audio_matches_tsv_and_tempo(demo):

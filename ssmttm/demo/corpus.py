@@ -11,9 +11,11 @@ The music comes from :mod:`ssmttm.demo.synth`, so every tag describes the audio.
 real stage must survive are planted on purpose and recorded in ``demo_truth.tsv``:
 
 - audio defects (``defect`` column), each with a plausible DURATION >= 35 s so it passes the
-  metadata filter: ``corrupt`` (random bytes named .mp3), ``truncated`` (an MP3 cut to 40 % of its
-  bytes; the listed sha256 is that of the cut file, so the download check passes), ``silent``
-  (digital silence), ``short`` (20 s of audio while the TSV says 40 s);
+  metadata filter of any clip length up to 35 s: ``corrupt`` (random bytes named .mp3),
+  ``truncated`` (an MP3 cut to 40 % of its bytes; the listed sha256 is that of the cut file, so
+  the download check passes), ``silent`` (digital silence), ``short`` (SHORT_SECONDS = 8 s of
+  audio while the TSV says 40 s: shorter than any clip length, so segment rejects it as too short
+  rather than as cut);
 - metadata problems (``planted`` column): malformed TSV rows (``tsv_empty_duration``,
   ``tsv_bad_duration``, ``tsv_too_few_fields``), licence records that are malformed
   (``licence_missing_line``, ``licence_garbled_url``, ``licence_unknown``) or absent
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 MIN_TRACKS = 12
 DEFECTS = ("corrupt", "truncated", "silent", "short")
+SHORT_SECONDS = 8.0  # the "short" defect's audio; good tracks are longer than MIN_GOOD_SECONDS
+MIN_GOOD_SECONDS = 10.0
 # Reported MTG-Jamendo licence mix (docs/reference.md §2): ~70 % NC, ~34 % ND.
 LICENCE_MIX = {"by": 3122, "by-sa": 9933, "by-nd": 3303, "by-nc": 2274, "by-nc-sa": 21399, "by-nc-nd": 15584}
 _WORDS = {"by": "Attribution", "sa": "ShareAlike", "nc": "NonCommercial", "nd": "NoDerivs"}
@@ -126,8 +130,8 @@ def plan(n_tracks: int, n_shards: int, missing_shards: tuple[str, ...], seed: in
         raise ValueError("missing_shards leaves no shard with audio")
     if n_tracks < MIN_TRACKS:
         raise ValueError(f"n_tracks must be >= {MIN_TRACKS} to hold every defect and licence, got {n_tracks}")
-    if not 35.0 <= seconds[0] <= seconds[1]:
-        raise ValueError(f"seconds range must satisfy 35 <= lo <= hi, got {seconds}")
+    if not MIN_GOOD_SECONDS <= seconds[0] <= seconds[1]:
+        raise ValueError(f"seconds range must satisfy {MIN_GOOD_SECONDS:g} <= lo <= hi, got {seconds}")
     rng = np.random.default_rng(seed)
     per_missing = 2 if n_tracks < 24 else 3  # a CDN outage costs only a few tracks
     shards = [s for s in missing_shards for _ in range(per_missing)]
@@ -168,8 +172,8 @@ def plan(n_tracks: int, n_shards: int, missing_shards: tuple[str, ...], seed: in
         t = tracks[i]
         t.defect = d
         if d == "short":
-            t.spec = _with_seconds(t.spec, 20.0)
-            t.tsv_duration = 40.0  # the TSV claims 40 s, the file holds 20 s
+            t.spec = _with_seconds(t.spec, SHORT_SECONDS)
+            t.tsv_duration = 40.0  # the TSV claims 40 s, the file holds SHORT_SECONDS
         elif d == "silent":
             t.tsv_duration = t.spec.seconds
         t.tsv_duration = max(t.tsv_duration, 35.0)
@@ -361,8 +365,8 @@ def build(out_dir: Path, n_tracks: int = 64, n_shards: int = 5, missing_shards: 
           seed: int = 0, *, seconds: tuple[float, float] = (35.0, 90.0), jobs: int = 1) -> dict:
     """Write the demo mirror's corpus under ``out_dir``; return a JSON-able summary.
 
-    ``seconds`` bounds the good tracks' lengths (default 35-90 s); ``jobs`` threads render and encode
-    tracks in parallel (the output is byte-identical for any ``jobs``).
+    ``seconds`` bounds the good tracks' lengths (default 35-90 s; at least MIN_GOOD_SECONDS); ``jobs``
+    threads render and encode tracks in parallel (the output is byte-identical for any ``jobs``).
     Summary keys: ``seed n_tracks n_shards missing_shards tracks shards files defects planted
     licences`` (``files``: relative path -> sha256 of every file written).
     """
@@ -440,7 +444,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--n-shards", type=int, default=5)
     p.add_argument("--missing-shards", nargs="*", default=["04"], help="shard ids whose tar is left out")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-seconds", type=float, default=35.0, help="shortest good track (>= 35)")
+    p.add_argument("--min-seconds", type=float, default=35.0, help=f"shortest good track (>= {MIN_GOOD_SECONDS:g})")
     p.add_argument("--max-seconds", type=float, default=90.0, help="longest good track")
     p.add_argument("--jobs", type=int, default=1, help="threads for rendering and MP3 encoding")
     a = p.parse_args(argv)

@@ -48,7 +48,8 @@ def build_weights(out_dir: Path, seed: int) -> None:
 
 
 def build(
-    out_dir: Path, n_tracks: int, shards: int, missing_shards: tuple[str, ...], seed: int, jobs: int = 1
+    out_dir: Path, n_tracks: int, shards: int, missing_shards: tuple[str, ...], seed: int, jobs: int = 1,
+    seconds: tuple[float, float] = (35.0, 90.0),
 ) -> dict:
     """The corpus and the tiny weights; with ``jobs`` > 1 the weights are built by a second process while
     the corpus renders (their imports and builds take ~30 s of one core, the corpus all it is given)."""
@@ -74,6 +75,7 @@ def build(
             n_shards=shards,
             missing_shards=tuple(missing_shards),
             seed=seed,
+            seconds=tuple(seconds),
             jobs=jobs,  # MP3 encoding dominates; output is byte-identical for any jobs value
         )
     except BaseException:
@@ -96,6 +98,7 @@ def build(
         "n_tracks": n_tracks,
         "shards": shards,
         "missing_shards": list(missing_shards),
+        "seconds": list(seconds),
         "corpus": {k: v for k, v in summary.items() if k != "files"} if isinstance(summary, dict) else {},
         "files": files,
     }
@@ -114,6 +117,7 @@ class MirrorSettings:
     n_tracks: int
     shards: int
     missing_shards: list[str]
+    seconds: list[float]
     seed: int
 
 
@@ -132,5 +136,6 @@ def main(argv: list[str]) -> int:
     settings.add_arguments(p, MirrorSettings)
     a = p.parse_args(argv)
     cfg = settings.from_args(p, MirrorSettings, a)
-    build(Path(cfg.out_dir), cfg.n_tracks, cfg.shards, tuple(cfg.missing_shards), cfg.seed, a.jobs)
+    build(Path(cfg.out_dir), cfg.n_tracks, cfg.shards, tuple(cfg.missing_shards), cfg.seed, a.jobs,
+          seconds=tuple(cfg.seconds))
     return 0
