@@ -211,7 +211,7 @@ def test_every_saved_bench_output_follows_the_protocol(repo):
     for b in outputs:
         assert b.machine.startswith("machine: ") and b.lines[1].startswith("protocol: ")
         assert all("=" in kv for kv in b.figures)
-        assert (repo / "bench" / f"{b.name}.py").exists()
+        assert (repo / "bench" / f"{b.script}.py").exists()
 
 
 BENCH_OUT = """machine: Some CPU, 2 cores, Linux, python 3.11.7, torch 2.13.0+cpu, device cpu, 2026-12-07
@@ -228,6 +228,22 @@ def _bench_dir(tmp_path, text=BENCH_OUT, name="speed"):
     (tmp_path / "bench" / f"{name}.py").write_text("", encoding="utf-8")
     (tmp_path / "bench" / "results" / f"{name}.txt").write_text(text, encoding="utf-8")
     return tmp_path / "bench" / "results"
+
+
+def test_a_second_machine_keeps_its_own_row_and_section(tmp_path):
+    """`<bench>@<machine>.txt`: the same bench's output from another CPU, shown beside the first."""
+    _bench_dir(tmp_path, BENCH_OUT.replace("ratio=", "ssm_over_tr="))
+    other = BENCH_OUT.replace("Some CPU", "Other CPU").replace("ratio=0.500", "ssm_over_tr=0.900")
+    bench_dir = _bench_dir(tmp_path, other, name="speed@other-cpu")
+    assert [b.script for b in docs.read_bench_outputs(bench_dir)] == ["speed", "speed"]
+    readme = docs.readme_bench_block(bench_dir)
+    assert "[`bench/speed.py`](docs/performance.md#speed) | 2026-12-07: Some CPU" in readme
+    assert ("[`bench/speed.py`](docs/performance.md#speedother-cpu) | 2026-12-07: Other CPU, 2 cores, Linux, python "
+            "3.11.7, torch 2.13.0+cpu, device cpu, 2026-12-07 | `ssm_over_tr=0.900` |") in readme
+    assert "### speed@other-cpu\n\n`python bench/speed.py`" in docs.bench_block(bench_dir)
+    (bench_dir / "speed@Other CPU.txt").write_text(other, encoding="utf-8")
+    with pytest.raises(docs.DocsError, match="not named <bench>.txt or <bench>@<machine>.txt"):
+        docs.read_bench_outputs(bench_dir)
 
 
 def test_bench_block_states_date_machine_and_the_output_without_round_lines(tmp_path):

@@ -18,7 +18,9 @@ Nothing in a generated block is typed by hand. Each block sits between two HTML 
   of ``python bench/<name>.py`` under the protocol of ``bench/_protocol.py``: the machine line first,
   the protocol line second, ``key=value`` figures last), a table row (date, machine, figures) and the
   output itself without its per-round lines; ``README.md`` ``bench-results``: the table alone (the
-  benches that compare sides: their ratios);
+  benches that compare sides: their ratios). A figure that depends on the CPU is kept per machine:
+  ``bench/results/<name>@<machine>.txt`` is the same bench's output from another machine (saved by
+  hand: ``make bench`` writes ``<name>.txt``), with a row and a section of its own;
 - ``README.md`` ``quickstart-times``: how long ``make demo`` and ``make test`` took on fresh clones, from
   ``bench/results/quickstart.txt`` (``python bench/quickstart.py``), with the project's goals.
 
@@ -376,6 +378,16 @@ class BenchOutput:
     lines: tuple[str, ...]
 
     @property
+    def script(self) -> str:
+        """The bench's name: ``backbone_speed`` for ``backbone_speed.txt`` and ``backbone_speed@amd-epyc.txt``."""
+        return self.name.split("@", 1)[0]
+
+    @property
+    def anchor(self) -> str:
+        """The id GitHub gives the section ``### <name>`` (lower case, only letters, digits, - and _ kept)."""
+        return re.sub(r"[^a-z0-9_-]", "", self.name.lower())
+
+    @property
     def machine(self) -> str:
         return self.lines[0].strip()
 
@@ -404,10 +416,13 @@ def read_bench_outputs(bench_dir: Path) -> list[BenchOutput]:
     out = []
     for path in sorted(Path(bench_dir).glob("*.txt")):
         lines = tuple(ln.rstrip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip())
-        script = f"bench/{path.stem}.py"
-        if not (Path(bench_dir).parent / f"{path.stem}.py").exists():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*(@[a-z0-9][a-z0-9-]*)?", path.stem):
+            raise DocsError(f"{path}: not named <bench>.txt or <bench>@<machine>.txt (lower case, digits, _ and -)")
+        stem = path.stem.split("@", 1)[0]
+        script = f"bench/{stem}.py"
+        if not (Path(bench_dir).parent / f"{stem}.py").exists():
             raise DocsError(f"{path}: no {script} made it")
-        redo = f"rerun it: make bench BENCHES={path.stem}"
+        redo = f"rerun it: make bench BENCHES={stem}"
         if len(lines) < 3:
             raise DocsError(f"{path}: {len(lines)} line(s); a bench prints its machine, its protocol and its figures ({redo})")
         if not lines[0].startswith("machine: "):
@@ -432,7 +447,7 @@ def bench_table(outputs: list[BenchOutput], link: str = "", ratios_only: bool = 
         kvs = [kv for kv in b.figures if "_over_" in kv.split("=", 1)[0]] if ratios_only else b.figures
         figures = " ".join(f"`{kv}`" for kv in kvs)
         machine = b.machine.removeprefix("machine: ").replace("|", "/")
-        name = f"[`bench/{b.name}.py`]({link}#{b.name})" if link else f"`python bench/{b.name}.py`"
+        name = f"[`bench/{b.script}.py`]({link}#{b.anchor})" if link else f"`python bench/{b.script}.py`"
         rows.append(f"| {name} | {b.date}: {machine} | {figures} |")
     if not outputs:
         rows.append("| (none saved yet) | | |")
@@ -445,14 +460,14 @@ def bench_block(bench_dir: Path) -> str:
     outputs = read_bench_outputs(bench_dir)
     parts = ["Saved bench outputs (`bench/results/<name>.txt`, written by `make bench`):", bench_table(outputs)]
     for b in outputs:
-        parts.append(f"### {b.name}\n\n`python bench/{b.name}.py`, measured on {b.date} "
+        parts.append(f"### {b.name}\n\n`python bench/{b.script}.py`, measured on {b.date} "
                      f"(per-round lines: `bench/results/{b.name}.txt`):\n\n```text\n" + "\n".join(b.body()) + "\n```")
     return "\n\n".join(parts)
 
 
 def readme_bench_block(bench_dir: Path) -> str:
     """README.md's block: the ratios of every saved bench output, with the date and machine."""
-    outputs = [b for b in read_bench_outputs(bench_dir) if b.name != QUICKSTART]
+    outputs = [b for b in read_bench_outputs(bench_dir) if b.script != QUICKSTART]
     return ("Generated from the saved bench outputs (`bench/results/`, written by `make bench`) by "
             "`make docs-results`: the ratios of the compared sides, each the median over alternating rounds "
             "of the per-round ratio; every figure with its spread is in [docs/performance.md](docs/performance.md).\n\n"
