@@ -34,8 +34,8 @@ from .norms import RMSNormGated
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
 # chunk_size only tiles the scan (float rounding changes, the function does not). Off CUDA the
-# per-head [Q, Q] intra-chunk work is memory-bound: at L=2588, d_model 256, fwd+bwd of one layer
-# took ~0.9 s with Q=256 and ~0.4 s with Q=64 on one CPU thread, so CPU scans tile by at most 64.
+# per-head [Q, Q] intra-chunk work is memory-bound, so CPU scans tile by at most 64: bench/ssm_levers.py
+# times one layer at tiles 32, 64, 128 and 256 against this default (docs/performance.md).
 CPU_SCAN_CHUNK = 64
 
 
