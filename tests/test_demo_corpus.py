@@ -272,6 +272,8 @@ def test_planted_audio_defects(demo):
     assert x.shape[1] / sr < 0.6 * float(trunc["tsv_duration"])
     x, sr = _decode(members[by_defect["silent"]["path"]])
     assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) < 10 ** (-70 / 20)
+    # as long as listed (SMALL's good tracks are shorter than that): rejected as silent, not as cut
+    assert abs(x.shape[1] / sr - float(by_defect["silent"]["tsv_duration"])) < 0.5
     x, sr = _decode(members[by_defect["short"]["path"]])
     assert abs(x.shape[1] / sr - corpus.SHORT_SECONDS) < 0.5 and float(by_defect["short"]["tsv_duration"]) == 40.0
 

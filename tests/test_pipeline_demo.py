@@ -8,6 +8,7 @@ real 44.1 kHz 30 s audio with the recorded sha256, and a rerun schedules nothing
 from __future__ import annotations
 
 import json
+import math
 import re
 import os
 import subprocess
@@ -44,18 +45,23 @@ def demo(repo, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def demo_cfg(repo) -> dict:
+    return config.load(repo / "config.yaml", repo / "config" / "demo.yaml")
+
+
+@pytest.fixture(scope="module")
 def truth(demo) -> pd.DataFrame:
     return pd.read_csv(demo / "results/demo/mirror/metadata/demo_truth.tsv", sep="\t", dtype=str,
                        keep_default_na=False)
 
 
-def test_good_tracks_reach_the_manifest(demo, truth):
+def test_good_tracks_reach_the_manifest(demo, truth, demo_cfg):
     m = read_manifest(demo / "results/data/manifest.parquet")
     keep = set(truth.loc[truth["expect"] == "keep", "track_id"])
     assert set(m["track_id"]) == keep
     assert len(m) == len(keep)  # one clip per track (position: center)
     assert set(m["split"]) == {"train", "valid"}
-    assert (m["sample_rate"] == 44100).all() and (m["seconds"] == 30.0).all()
+    assert (m["sample_rate"] == 44100).all() and (m["seconds"] == demo_cfg["segment"]["clip_seconds"]).all()
     assert m["caption"].str.len().min() > 10 and (m["captioner"] == "tags").all()
     assert (m["vocals"] == "separate").all()
     import soundfile as sf
@@ -120,7 +126,7 @@ def test_licenses_target_runs_only_the_audit(repo, tmp_path):
     assert "license_audit" in out and "segment" not in out and "vocals" not in out
 
 
-def test_tokens_cover_the_manifest(demo):
+def test_tokens_cover_the_manifest(demo, demo_cfg):
     from ssmttm.text.store import TextStore
     from ssmttm.tokens.store import TokenStore
 
@@ -128,7 +134,8 @@ def test_tokens_cover_the_manifest(demo):
     shards = sorted(p.parent for p in (demo / "results/tokens/dac_tiny").glob("*/meta.json"))
     store = TokenStore(shards)
     assert set(store.index["clip_id"]) == set(m["clip_id"])
-    assert (store.index["length"] == 2584).all()  # 30 s at 86.13 frames/s
+    clip_s = demo_cfg["segment"]["clip_seconds"]
+    assert (store.index["length"] == math.ceil(clip_s * 44100 / 512)).all()  # 86.13 frames/s (2584 for 30 s)
     text = TextStore(demo / "results/text/t5_tiny")
     n_unique = len({c for caps in m["captions"] for c in json.loads(caps)})
     assert text.meta["encoder_forwards"] == n_unique + 1  # + the empty CFG prompt

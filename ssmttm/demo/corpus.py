@@ -52,6 +52,7 @@ MIN_TRACKS = 12
 DEFECTS = ("corrupt", "truncated", "silent", "short")
 SHORT_SECONDS = 8.0  # the "short" defect's audio; good tracks are longer than MIN_GOOD_SECONDS
 MIN_GOOD_SECONDS = 10.0
+DEFECT_MIN_TSV_SECONDS = 35.0  # the listed DURATION of every defective track: passes any clip length up to 35 s
 # Reported MTG-Jamendo licence mix (docs/reference.md §2): ~70 % NC, ~34 % ND.
 LICENCE_MIX = {"by": 3122, "by-sa": 9933, "by-nd": 3303, "by-nc": 2274, "by-nc-sa": 21399, "by-nc-nd": 15584}
 _WORDS = {"by": "Attribution", "sa": "ShareAlike", "nc": "NonCommercial", "nd": "NoDerivs"}
@@ -174,9 +175,10 @@ def plan(n_tracks: int, n_shards: int, missing_shards: tuple[str, ...], seed: in
         if d == "short":
             t.spec = _with_seconds(t.spec, SHORT_SECONDS)
             t.tsv_duration = 40.0  # the TSV claims 40 s, the file holds SHORT_SECONDS
-        elif d == "silent":
+        elif d == "silent":  # as long as its listed DURATION, so only the silence is wrong with it
+            t.spec = _with_seconds(t.spec, max(t.spec.seconds, DEFECT_MIN_TSV_SECONDS))
             t.tsv_duration = t.spec.seconds
-        t.tsv_duration = max(t.tsv_duration, 35.0)
+        t.tsv_duration = max(t.tsv_duration, DEFECT_MIN_TSV_SECONDS)
     pool = idx[len(DEFECTS):]
     for j, issue in enumerate(PLANTED):
         tracks[pool[j % len(pool)]].planted.append(issue)
