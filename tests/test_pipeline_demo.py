@@ -2,7 +2,7 @@
 
 Checks what a user would: every good synthetic track reaches the manifest, every planted defect is
 rejected at the right stage with its reason, licence outputs agree with the manifest, the clips are
-real 44.1 kHz 30 s audio with the recorded sha256, and a rerun schedules nothing.
+real 44.1 kHz audio of the configured clip length with the recorded sha256, and a rerun schedules nothing.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_good_tracks_reach_the_manifest(demo, truth, demo_cfg):
         path = demo / row.audio_path
         assert io.sha256_file(path) == row.sha256
         info = sf.info(str(path))
-        assert info.samplerate == 44100 and abs(info.frames - 30 * 44100) <= 1
+        assert info.samplerate == 44100 and abs(info.frames - demo_cfg["segment"]["clip_seconds"] * 44100) <= 1
 
 
 def test_every_planted_problem_is_rejected_with_its_reason(demo, truth):
