@@ -418,11 +418,10 @@ def read_bench_outputs(bench_dir: Path) -> list[BenchOutput]:
         lines = tuple(ln.rstrip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip())
         if not re.fullmatch(r"[a-z][a-z0-9_]*(@[a-z0-9][a-z0-9-]*)?", path.stem):
             raise DocsError(f"{path}: not named <bench>.txt or <bench>@<machine>.txt (lower case, digits, _ and -)")
-        stem = path.stem.split("@", 1)[0]
-        script = f"bench/{stem}.py"
-        if not (Path(bench_dir).parent / f"{stem}.py").exists():
-            raise DocsError(f"{path}: no {script} made it")
-        redo = f"rerun it: make bench BENCHES={stem}"
+        b = BenchOutput(path.stem, lines)
+        if not (Path(bench_dir).parent / f"{b.script}.py").exists():
+            raise DocsError(f"{path}: no bench/{b.script}.py made it")
+        redo = f"rerun it: make bench BENCHES={b.script}"
         if len(lines) < 3:
             raise DocsError(f"{path}: {len(lines)} line(s); a bench prints its machine, its protocol and its figures ({redo})")
         if not lines[0].startswith("machine: "):
@@ -432,7 +431,7 @@ def read_bench_outputs(bench_dir: Path) -> list[BenchOutput]:
         bad = [kv for kv in lines[-1].split() if not _FIGURE.match(kv)]
         if bad:
             raise DocsError(f"{path}: the last line is not key=value figures: {bad[:3]} ({redo})")
-        out.append(BenchOutput(path.stem, lines))
+        out.append(b)
     return out
 
 
